@@ -1,0 +1,164 @@
+"""The `singan` command line: train, sample, reconstruct (and the commands of the other modules)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import torch
+import typer
+
+from singan_core.config import PRESETS, Config, preset
+from singan_core.images import ImageError, save_image
+
+app = typer.Typer(
+    help="SinGAN: train a generative model on a single image, sample it, and run its applications.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+PresetOpt = Annotated[str, typer.Option("--preset", "-p", help=f"Hyper-parameter preset: {', '.join(PRESETS)}.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config field, e.g. --set niter=500 (repeatable)."),
+]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, mps or auto (CUDA when present).")]
+ThreadsOpt = Annotated[int, typer.Option(help="Torch CPU threads (0: torch's default).")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one `error:` line to stderr and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the expected failures (bad input, bad options) into one line and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ImageError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+            raise fail(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+
+    return wrapper
+
+
+def resolve_config(preset_name: str, overrides: list[str] | None, seed: int | None = None) -> Config:
+    cfg = preset(preset_name).override(overrides or [])
+    return cfg.replace(seed=seed) if seed is not None else cfg
+
+
+def set_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+@app.command()
+@friendly_errors
+def train(
+    images: Annotated[list[str], typer.Argument(help="Image path or fsspec URL; two or more train one DoubleGAN.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder (local or fsspec URL) for the model.")],
+    preset_name: PresetOpt = "paper",
+    overrides: SetOpt = None,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: the preset's).")] = None,
+    threads: ThreadsOpt = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train a SinGAN pyramid, coarse to fine. Saves after every scale; re-running resumes."""
+    from singan_core.singan import SinGAN
+
+    set_threads(threads)
+    cfg = resolve_config(preset_name, overrides, seed)
+    model = SinGAN.train(images if len(images) > 1 else images[0], cfg, out=out, device=device, progress=not quiet)
+    rep = model.report
+    typer.echo(
+        f"trained {rep['num_scales']} scales ({rep['total_iterations']} iterations) in "
+        f"{rep['total_seconds']:.1f} s on {rep['device']}: model in {out}"
+    )
+
+
+@app.command()
+@friendly_errors
+def sample(
+    model_dir: Annotated[str, typer.Argument(help="Folder of a trained model.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Folder for the PNG samples.")],
+    n: Annotated[int, typer.Option("--n", help="Number of samples.")] = 50,
+    scale_h: Annotated[float, typer.Option(help="Width factor of the samples (1.0 = training size).")] = 1.0,
+    scale_v: Annotated[float, typer.Option(help="Height factor of the samples.")] = 1.0,
+    gen_start_scale: Annotated[
+        int, typer.Option(help="Stages below this one reuse the reconstruction noise (keep the coarse layout).")
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Samples generated per forward pass.")] = 16,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = 0,
+) -> None:
+    """Write N random samples of any size and aspect as PNG files."""
+    from singan_core.singan import SinGAN
+
+    set_threads(threads)
+    if n < 1:
+        raise ValueError("--n must be at least 1")
+    model = SinGAN.load(model_dir, device=None if device == "auto" else device)
+    samples = model.sample(n, scale_h=scale_h, scale_v=scale_v, gen_start_scale=gen_start_scale, seed=seed,
+                           batch_size=batch_size)
+    base = out.rstrip("/")
+    for i, x in enumerate(samples):
+        save_image(x, f"{base}/sample_{i:04d}.png")
+    typer.echo(f"wrote {n} samples of {samples.shape[-1]}x{samples.shape[-2]} to {out}")
+
+
+@app.command()
+@friendly_errors
+def reconstruct(
+    model_dir: Annotated[str, typer.Argument(help="Folder of a trained model.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="PNG file to write.")],
+    image_index: Annotated[int, typer.Option(help="Which training image (multi-image models).")] = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Write the reconstruction x~rec_0 (the pyramid run on {z*, 0, ..., 0})."""
+    from singan_core.singan import SinGAN
+
+    model = SinGAN.load(model_dir, device=None if device == "auto" else device)
+    if not 0 <= image_index < model.num_images:
+        raise ValueError(f"--image-index must be in 0..{model.num_images - 1}")
+    save_image(model.reconstruct(image_index), out)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+@friendly_errors
+def examples(
+    out: Annotated[str, typer.Argument(help="Folder to write the bundled example photos to.")],
+) -> None:
+    """Write the bundled example photos (public-domain photos shipped with scikit-image)."""
+    from pipeline.examples import write_examples
+
+    paths = write_examples(out)
+    typer.echo(f"wrote {len(paths)} example photos to {out}")
+
+
+def _register_modules() -> None:
+    from pipeline import cli_apps, cli_eval
+
+    cli_eval.register(app)
+    cli_apps.register(app)
+
+
+_register_modules()
+
+
+def main() -> None:
+    app(prog_name="singan")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

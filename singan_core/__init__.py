@@ -1,0 +1,13 @@
+"""SinGAN in plain PyTorch: config, images, pyramid, model, training, sampling, applications, metrics.
+
+    from singan_core import SinGAN, preset
+    model = SinGAN.train("photo.png", preset("quick"))
+    samples = model.sample(8, scale_h=1.5, seed=0)   # [8, 3, H, 1.5 W] in [-1, 1]
+"""
+
+from .config import PRESETS, Config, preset
+from .images import ImageError, load_image, save_image
+from .singan import SinGAN
+
+__all__ = ["PRESETS", "Config", "ImageError", "SinGAN", "load_image", "preset", "save_image"]
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The SinGAN applications, one module each."""

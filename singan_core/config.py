@@ -1,0 +1,161 @@
+"""Every SinGAN hyper-parameter in one frozen dataclass, with named presets.
+
+The defaults are the paper's (Shaham et al., ICCV 2019, and the authors' reference code):
+max_size 250, min_size 25, scale_factor 0.75, 5 layers of 3x3 convolutions, 32 channels at the
+coarsest scale doubled every 4 scales (capped at 128), WGAN-GP with gradient-penalty weight 0.1,
+reconstruction weight alpha 10, noise_amp 0.1, Adam(lr 5e-4, betas (0.5, 0.999)) decayed x0.1 after
+80% of the 2000 iterations of every scale, 3 D steps and 3 G steps per iteration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+PADDINGS = ("zero", "constant", "replicate", "circular")
+ADV_LOSSES = ("wgan-gp", "frechet-patch")
+
+
+@dataclass(frozen=True)
+class Config:
+    # pyramid
+    max_size: int = 250  # longer side of the finest scale x_0
+    min_size: int = 25  # shorter side of the coarsest scale x_N
+    scale_factor: float = 0.75  # r, adjusted per image by the reference rule
+    # networks
+    nfc: int = 32  # channels at the coarsest scale
+    nfc_max: int = 128  # channel cap
+    nfc_double_every: int = 4  # channels double every this many scales
+    num_layer: int = 5  # ConvBlocks + tail; receptive field 1 + num_layer * (ker_size - 1)
+    ker_size: int = 3
+    padding: str = "zero"  # zero | constant | replicate | circular (seed 002)
+    # losses
+    adv_loss: str = "wgan-gp"  # wgan-gp | frechet-patch (seed 002)
+    gp_weight: float = 0.1  # lambda of the WGAN-GP gradient penalty
+    alpha: float = 10.0  # reconstruction weight
+    noise_amp: float = 0.1  # sigma_n = noise_amp * RMSE(x_n, up(x~rec_{n+1}))
+    patch_size: int = 11  # patch side of the Frechet patch loss
+    # optimisation
+    niter: int = 2000  # iterations per scale
+    lr_g: float = 5e-4
+    lr_d: float = 5e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_decay_at: float = 0.8  # fraction of iterations after which lr is multiplied by lr_gamma
+    lr_gamma: float = 0.1
+    dsteps: int = 3
+    gsteps: int = 3
+    # epoch decay (seed 003): scale k (0 = coarsest) trains niter * max(1 - k * rate, floor)
+    epoch_decay: bool = False
+    epoch_decay_rate: float = 0.1
+    epoch_decay_floor: float = 0.3
+    # speed: how many iterations of frozen-coarser-generator outputs are drawn in one batch
+    prefetch: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}")
+        if self.adv_loss not in ADV_LOSSES:
+            raise ValueError(f"adv_loss must be one of {', '.join(ADV_LOSSES)}, got {self.adv_loss!r}")
+        if not 0.0 < self.scale_factor < 1.0:
+            raise ValueError(f"scale_factor must lie in (0, 1), got {self.scale_factor}")
+        if self.min_size < self.receptive_field:
+            raise ValueError(f"min_size ({self.min_size}) is below the receptive field ({self.receptive_field})")
+        if self.max_size < self.min_size:
+            raise ValueError(f"max_size ({self.max_size}) is below min_size ({self.min_size})")
+        for name in ("niter", "dsteps", "gsteps", "num_layer", "nfc", "prefetch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def receptive_field(self) -> int:
+        return 1 + self.num_layer * (self.ker_size - 1)
+
+    @property
+    def pad(self) -> int:
+        """Padding that keeps G_n's output the size of its input: num_layer * (ker_size - 1) / 2."""
+        return self.num_layer * (self.ker_size - 1) // 2
+
+    def channels(self, k: int) -> int:
+        """Width of G_n and D_n at scale k counted from the coarsest (k = N - n)."""
+        return min(self.nfc * 2 ** (k // self.nfc_double_every), self.nfc_max)
+
+    def iterations(self, k: int) -> int:
+        """Iterations at scale k counted from the coarsest; seed 003's linear epoch decay when enabled."""
+        if not self.epoch_decay:
+            return self.niter
+        fraction = max(1.0 - k * self.epoch_decay_rate, self.epoch_decay_floor)
+        return max(1, round(self.niter * fraction))
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def override(self, assignments: list[str] | tuple[str, ...]) -> Config:
+        """Apply `name=value` strings (e.g. from `--set niter=500`), parsed by the field's type."""
+        return self.replace(**parse_overrides(assignments))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def hash(self) -> str:
+        """Short stable hash of everything that changes the trained model (not `prefetch`)."""
+        data = {k: v for k, v in self.to_dict().items() if k != "prefetch"}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _parse_value(name: str, text: str, kind: type) -> Any:
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name} expects true or false, got {text!r}")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name} expects {kind.__name__}, got {text!r}") from None
+
+
+def parse_overrides(assignments: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    types = {f.name: {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)] for f in fields(Config)}
+    out: dict[str, Any] = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep:
+            raise ValueError(f"override {item!r} is not of the form name=value")
+        if name not in types:
+            raise ValueError(f"unknown config field {name!r} (known: {', '.join(sorted(types))})")
+        out[name] = _parse_value(name, value, types[name])
+    return out
+
+
+PRESETS: dict[str, Config] = {
+    # the paper and the authors' code
+    "paper": Config(),
+    # a CPU demo in minutes per image
+    "quick": Config(max_size=64, min_size=19, niter=150, dsteps=2, gsteps=1, scale_factor=0.7),
+    # seed 002 (IMA206): 1000 iterations, 1 G step and 3 D steps
+    "ima206": Config(niter=1000, gsteps=1, dsteps=3),
+    # seconds on a tiny image, for tests
+    "test": Config(max_size=32, min_size=16, niter=20, nfc=8, nfc_max=16, dsteps=1, gsteps=1, scale_factor=0.6),
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    return PRESETS[name]

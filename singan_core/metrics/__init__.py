@@ -1,0 +1,1 @@
+"""Evaluation metrics (SIFID, patch SWD, patch Frechet distance, diversity)."""
