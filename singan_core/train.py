@@ -61,7 +61,7 @@ def frechet_patch_loss(real_mu: torch.Tensor, real_sqrt_cov: torch.Tensor, fake:
     Tr((S_r^(1/2) S_f S_r^(1/2))^(1/2)) from a symmetric eigen-decomposition (differentiable)."""
     mu, cov = patch_stats(fake, patch_size)
     m = real_sqrt_cov @ cov @ real_sqrt_cov
-    m = (m + m.T) / 2 + 1e-8 * torch.eye(m.shape[0], dtype=m.dtype, device=m.device)
+    m = (m + m.T) / 2
     tr_sqrt = torch.linalg.eigvalsh(m).clamp_min(1e-12).sqrt().sum()
     tr_real = (real_sqrt_cov @ real_sqrt_cov).trace()
     return ((real_mu - mu) ** 2).sum() + tr_real + cov.trace() - 2 * tr_sqrt
@@ -70,7 +70,8 @@ def frechet_patch_loss(real_mu: torch.Tensor, real_sqrt_cov: torch.Tensor, fake:
 # ---------------------------------------------------------------------------- helpers
 def border_mean(x: torch.Tensor) -> float:
     """Mean of the border pixels of x (the `constant` padding value of seed 002)."""
-    border = torch.cat([x[..., 0, :].flatten(), x[..., -1, :].flatten(), x[..., :, 0].flatten(), x[..., :, -1].flatten()])
+    edges = (x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1])
+    border = torch.cat([e.flatten() for e in edges])
     return float(border.mean())
 
 
@@ -185,7 +186,8 @@ def train_stage(
             (loss_adv + cfg.alpha * loss_rec).backward()
             opt_g.step()
         D.requires_grad_(True)
-        sched_d.step()
+        if dsteps:
+            sched_d.step()
         sched_g.step()
         if it % every == 0 or it == iters - 1:
             curve.append([it, loss_d.item(), loss_adv.item(), loss_rec.item()])

@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny synthetic images and one tiny trained pyramid per session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(1)
+
+
+def synthetic_image(height: int = 40, width: int = 48, seed: int = 0) -> torch.Tensor:
+    """A smooth colourful [1, 3, H, W] image in [-1, 1] with some texture."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    phase = float(torch.rand((), generator=g)) * 3
+    img = torch.stack([torch.sin(3 * xx + phase), torch.cos(4 * yy - phase), torch.sin(5 * xx * yy)])
+    img = 0.8 * img + 0.1 * torch.randn(3, height, width, generator=g)
+    return img.clamp(-1, 1).unsqueeze(0)
+
+
+def write_png(path, x: torch.Tensor) -> str:
+    arr = ((x[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    Image.fromarray(arr).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_image() -> torch.Tensor:
+    return synthetic_image()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_image, tmp_path_factory):
+    from singan_core import SinGAN, preset
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    model = SinGAN.train(tiny_image, preset("test").replace(niter=60), out=str(out), progress=False)
+    return model, str(out)
