@@ -36,7 +36,7 @@ _SUBBATCH = 16  # bounds the memory of batched coarser-scale passes
 
 # ---------------------------------------------------------------------------- losses
 def gradient_penalty(D: Discriminator, real: torch.Tensor, fake: torch.Tensor, weight: float) -> torch.Tensor:
-    """WGAN-GP (Gulrajani et al.) as the reference computes it: per-pixel gradient norm over channels."""
+    """The WGAN-GP penalty term alone (Gulrajani et al.): per-pixel gradient norm over channels."""
     a = torch.rand(1, 1, 1, 1, device=real.device)
     interp = (a * real + (1 - a) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(D(interp).sum(), interp, create_graph=True)
@@ -117,9 +117,12 @@ def train_stage(
     init: Stage | None,
     device: torch.device,
     progress: bool = True,
+    prev_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[Stage, torch.Tensor, dict[str, Any]]:
     """Train G_n, D_n at stage k = N - n with the coarser stages frozen.
 
+    `prev_transform`, if given, is applied to every random up(x~_{n+1}) fed to G_n (paint-to-image's
+    fine-tune on colour-quantized inputs); the reconstruction input is left as it is.
     Returns the stage, z* (drawn here when k = 0, else the coarser model's) and a report.
     """
     t0 = time.perf_counter()
@@ -142,8 +145,9 @@ def train_stage(
     iters = cfg.iterations(k)
     frechet = cfg.adv_loss == "frechet-patch"
     dsteps = 0 if frechet else cfg.dsteps
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    fused = device.type in ("cpu", "cuda")  # one kernel per step instead of one per parameter
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), fused=fused)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), fused=fused)
     milestones = [max(1, int(cfg.lr_decay_at * iters))]
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones, gamma=cfg.lr_gamma)
     sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, milestones, gamma=cfg.lr_gamma)
@@ -154,6 +158,8 @@ def train_stage(
             real_stats.append((mu, _sqrt_psd(cov)))
 
     prevs = random_prevs(coarser, shape, cfg.prefetch * (dsteps + cfg.gsteps), device)
+    if prev_transform is not None:
+        prevs = map(prev_transform, prevs)
     pick = (lambda: int(torch.randint(M, ()))) if M > 1 else (lambda: 0)
     curve: list[list[float]] = []
     every = max(1, iters // 200)
@@ -167,6 +173,7 @@ def train_stage(
             x = real[i : i + 1]
             with torch.no_grad():
                 fake = G(noise_amp * stage_noise(k, 1, shape, device), next(prevs))
+            # separate passes: batching x_n, fake and interpolate would triple the GP's double backward
             loss_d = -D(x).mean() + D(fake).mean() + gradient_penalty(D, x, fake, cfg.gp_weight)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
