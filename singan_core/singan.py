@@ -264,6 +264,7 @@ class SinGAN:
             ],
             "num_images": self.num_images,
             "meta": self.meta,
+            "report": self.report,  # also in report.json for people; this copy is the one loaded
         }
 
     def save(self, url: str) -> None:
@@ -306,12 +307,7 @@ class SinGAN:
                 d.load_state_dict(_sub(tensors, f"D.{k}."))
             stages.append(Stage(g, float(info["noise_amp"]), tuple(info["shape"]), d))
         reals = [tensors[f"real.{k}"] for k in range(len(stages))]
-        report: dict[str, Any] = {}
-        try:
-            with fsspec.open(f"{base}/report.json", "r") as f:
-                report = json.load(f)
-        except FileNotFoundError:
-            pass
+        report = meta.get("report", {})  # model.json is written last, so this matches the stages loaded
         model = cls(config, stages, tensors["z_star"], reals, float(meta["scale_factor"]), report, meta.get("meta"))
         return model.to(resolve_device(device) if device is not None else default_device())
 

@@ -1,0 +1,359 @@
+"""The work of the job, as plain functions and their Ray remote versions.
+
+Each function takes URLs and small specs (never tensors), writes its outputs to the output storage
+and returns small plain dicts (rows for the Parquet tables). The driver chains them:
+
+    train_variant ─┬─> sample_chunk ──> evaluate_chunk      (one chain per chunk of samples)
+                   └─> ...           ──> evaluate_set       (diversity over all the samples)
+
+High-Res mode: five train_variant calls (base, q0..q3) feed each stitch_chunk instead of sample_chunk.
+
+Training saves a checkpoint after every scale (SinGAN.train(out=...)); when Ray retries a task whose
+worker died, the new attempt resumes from the last finished scale.
+
+Fault injection (for tests and drills): with the environment variable SINGAN_FAULT_EXIT_AFTER_SCALE=k
+set in the driver's environment, every training task kills its own process right after finishing
+scale k (0 = coarsest). The retry resumes after scale k, so each task dies once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import ray
+import torch
+
+from singan_core.config import Config
+from singan_core.images import atomic_write, load_image, save_image
+
+from .figures import loss_curves_png, png_bytes, sample_grid
+
+FAULT_ENV = "SINGAN_FAULT_EXIT_AFTER_SCALE"
+HIGHRES_PARTS = ("base", "q0", "q1", "q2", "q3")
+GRID_SAMPLES = 16  # at most this many samples in a run's sample grid
+
+
+# ---------------------------------------------------------------------------- specs
+@dataclass(frozen=True)
+class TrainSpec:
+    """One pyramid to train: the whole image (variant 'full') or a High-Res part."""
+
+    image_url: str
+    image_id: str
+    variant: str
+    config_json: str  # the job's config; High-Res parts derive theirs with highres_config
+    model_url: str
+    plot_url: str
+    threads: int = 1
+    fault_exit_after_scale: int | None = None
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """A chunk of samples [start, start + count), drawn in one batch from one seed."""
+
+    image_id: str
+    config_hash: str
+    variant_tag: str
+    variant: str
+    start: int
+    count: int
+    seed: int
+    scale_h: float
+    scale_v: float
+    samples_url: str  # folder of sample_0000.png ...
+    grid_url: str | None = None  # where the chunk starting at 0 puts the sample grid
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """Metrics of some samples against the real image: x_0 of the model at `real_model_url` (High-Res:
+    the base pyramid, whose x_0 is the full image at the stitched samples' size)."""
+
+    real_model_url: str
+    metrics: tuple[str, ...]
+    inception_weights: str | None = None
+    threads: int = 1
+    seed: int = 0
+
+
+# ---------------------------------------------------------------------------- small helpers
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def task_device() -> str:
+    """CUDA when this task was given a GPU by Ray and CUDA works here; the CPU otherwise."""
+    try:
+        has_gpu = bool(ray.get_gpu_ids()) if ray.is_initialized() else False
+    except Exception:  # noqa: BLE001 - outside a Ray worker
+        has_gpu = False
+    return "cuda" if has_gpu and torch.cuda.is_available() else "cpu"
+
+
+def set_threads(threads: int) -> None:
+    """Torch CPU threads = the task's CPUs (oversubscribed threads are many times slower)."""
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    with atomic_write(url) as f:
+        f.write(data)
+
+
+def finished_scales(model_url: str) -> int:
+    """How many scales the checkpoint at `model_url` holds (0 when there is none)."""
+    import fsspec
+
+    try:
+        with fsspec.open(f"{model_url.rstrip('/')}/model.json", "r") as f:
+            return len(json.load(f).get("stages", []))
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+# ---------------------------------------------------------------------------- progress
+@ray.remote(num_cpus=0)
+class ProgressBoard:
+    """Where training tasks post their current scale; the driver reads a snapshot now and then."""
+
+    def __init__(self) -> None:
+        self.scales: dict[str, tuple[int, int]] = {}
+
+    def post(self, key: str, done: int, total: int) -> None:
+        self.scales[key] = (done, total)
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        return dict(self.scales)
+
+
+def _stage_callback(key: str, board: Any, fault_after: int | None):
+    def on_stage(report: dict[str, Any]) -> None:
+        total = report["stage"] + report["scale"] + 1
+        if board is not None:
+            board.post.remote(key, report["stage"] + 1, total)
+        if fault_after is not None and report["stage"] == fault_after:
+            os._exit(17)  # fault injection: die like a killed worker, after the checkpoint was saved
+
+    return on_stage
+
+
+# ---------------------------------------------------------------------------- training
+def _train(spec: TrainSpec, image: torch.Tensor, cfg: Config, device: str, on_stage) -> tuple[str, Config, Any]:
+    """Train the pyramid of `spec` (resumable); return its model URL, its config and its shapes."""
+    from singan_core.singan import SinGAN
+
+    if spec.variant == "full":
+        model = SinGAN.train(image, cfg, out=spec.model_url, device=device, progress=False, on_stage=on_stage)
+        return spec.model_url, cfg, model
+    from singan_core.applications import highres
+
+    url = highres.train_part(image, spec.variant, cfg, spec.model_url, device=device, progress=False,
+                             on_stage=on_stage)
+    return url, highres.highres_config(cfg, spec.variant), SinGAN.load(url, device="cpu")
+
+
+def train_variant(spec: TrainSpec, board: Any = None) -> dict[str, Any]:
+    """Train one pyramid and return its row of runs.parquet (minus the job-level columns).
+
+    Bad input (corrupt, too small, not an image) and any other error become a failed row; only the
+    death of the process itself escapes (and makes Ray retry the task).
+    """
+    set_threads(spec.threads)
+    started = now()
+    row: dict[str, Any] = {"image_id": spec.image_id, "variant": spec.variant, "source_uri": spec.image_url,
+                           "host": socket.gethostname(), "start_time": started, "model_url": spec.model_url}
+    try:
+        cfg = Config.from_dict(json.loads(spec.config_json))
+        device = task_device()
+        row["device"] = device
+        row["resumed_from_scale"] = finished_scales(spec.model_url)
+        image = load_image(spec.image_url)
+        row["orig_height"], row["orig_width"] = int(image.shape[-2]), int(image.shape[-1])
+        on_stage = _stage_callback(f"{spec.image_id}/{spec.variant}", board, spec.fault_exit_after_scale)
+        url, variant_cfg, model = _train(spec, image, cfg, device, on_stage)
+        report = model.report
+        stages = report.get("stages", [])
+        write_bytes(spec.plot_url, loss_curves_png(stages, f"{os.path.basename(spec.image_url)} ({spec.variant})"))
+        row.update(_report_columns(report, model.shapes[-1]))
+        row.update(status="ok", model_uri=url, config_json=variant_cfg.to_json(), plot_uri=spec.plot_url,
+                   stages=[{k: v for k, v in s.items() if k != "curve"} for s in stages])
+    except Exception as e:  # noqa: BLE001 - one bad image must never stop the job
+        row.update(status="failed", error=one_line(e), error_type=type(e).__name__,
+                   traceback="".join(traceback.format_exception(e))[-4000:])
+    row["end_time"] = now()
+    return row
+
+
+def _report_columns(report: dict[str, Any], finest: tuple[int, int]) -> dict[str, Any]:
+    stages = report.get("stages", [])
+    last = stages[-1] if stages else {}
+    return {
+        "train_height": int(finest[0]),
+        "train_width": int(finest[1]),
+        "num_scales": report.get("num_scales"),
+        "scale_factor": report.get("scale_factor"),
+        "iterations_per_scale": [int(s["iterations"]) for s in stages],
+        "seconds_per_scale": [float(s["seconds"]) for s in stages],
+        "total_iterations": report.get("total_iterations"),
+        "total_seconds": report.get("total_seconds"),
+        "final_loss_d": last.get("loss_d"),
+        "final_loss_adv": last.get("loss_adv"),
+        "final_loss_rec": last.get("loss_rec"),
+        "device": report.get("device"),
+    }
+
+
+# ---------------------------------------------------------------------------- sampling
+def _sample_rows(spec: SampleSpec, samples: torch.Tensor, scale: tuple[float, float]) -> list[dict[str, Any]]:
+    rows = []
+    base = spec.samples_url.rstrip("/")
+    for j, x in enumerate(samples):
+        index = spec.start + j
+        url = f"{base}/sample_{index:04d}.png"
+        save_image(x, url)
+        rows.append({"image_id": spec.image_id, "config_hash": spec.config_hash, "variant_tag": spec.variant_tag,
+                     "variant": spec.variant, "sample_index": index, "seed": spec.seed, "batch_size": spec.count,
+                     "index_in_batch": j, "scale_h": scale[0], "scale_v": scale[1], "sample_uri": url,
+                     "height": int(x.shape[-2]), "width": int(x.shape[-1])})
+    if spec.grid_url:
+        write_bytes(spec.grid_url, png_bytes(sample_grid(samples[:GRID_SAMPLES])))
+    return rows
+
+
+def _skip_reason(train_rows: Sequence[dict[str, Any]]) -> str | None:
+    failed = [r for r in train_rows if r.get("status") != "ok"]
+    return f"training of {failed[0]['variant']} failed" if failed else None
+
+
+def sample_chunk(spec: SampleSpec, train_row: dict[str, Any]) -> dict[str, Any]:
+    """Draw one chunk of samples from a trained pyramid; returns {"rows": [...], "error": str | None}."""
+    if _skip_reason([train_row]):
+        return {"rows": [], "error": None, "skipped": True}
+    from singan_core.singan import SinGAN
+
+    set_threads(spec.threads)
+    try:
+        model = SinGAN.load(train_row["model_uri"], device=task_device())
+        samples = model.sample(spec.count, scale_h=spec.scale_h, scale_v=spec.scale_v, seed=spec.seed,
+                               batch_size=spec.count)
+        return {"rows": _sample_rows(spec, samples, (spec.scale_h, spec.scale_v)), "error": None}
+    except Exception as e:  # noqa: BLE001
+        return {"rows": [], "error": f"sampling failed: {one_line(e)}"}
+
+
+def stitch_chunk(spec: SampleSpec, *train_rows: dict[str, Any]) -> dict[str, Any]:
+    """High-Res: stitched samples from the base pyramid and the four quadrant pyramids (in HIGHRES_PARTS order)."""
+    if _skip_reason(train_rows):
+        return {"rows": [], "error": _skip_reason(train_rows), "skipped": True}
+    from singan_core.applications import highres
+
+    set_threads(spec.threads)
+    try:
+        urls = [r["model_uri"] for r in train_rows]
+        samples = highres.stitch(urls[0], urls[1:], n=spec.count, seed=spec.seed, device=task_device())
+        return {"rows": _sample_rows(spec, samples.clamp(-1, 1), (1.0, 1.0)), "error": None}
+    except Exception as e:  # noqa: BLE001
+        return {"rows": [], "error": f"stitching failed: {one_line(e)}"}
+
+
+# ---------------------------------------------------------------------------- evaluation
+def _real_image(spec: EvalSpec) -> torch.Tensor:
+    """x_0 of the trained model: the real image at the training size."""
+    from singan_core.singan import SinGAN
+
+    return SinGAN.load(spec.real_model_url, device="cpu").reals[-1][:1]
+
+
+def _load_samples(rows: Sequence[dict[str, Any]]) -> torch.Tensor:
+    return torch.cat([load_image(r["sample_uri"]) for r in rows])
+
+
+def _metric_rows(sample_rows: Sequence[dict[str, Any]], values: dict[str, list[float]]) -> list[dict[str, Any]]:
+    out = []
+    for name, per_sample in values.items():
+        for row, value in zip(sample_rows, per_sample, strict=True):
+            out.append({**_group(row), "sample_index": row["sample_index"], "metric": name, "value": value})
+    return out
+
+
+def _group(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("image_id", "config_hash", "variant_tag", "variant")}
+
+
+def evaluate_chunk(spec: EvalSpec, sampled: dict[str, Any]) -> dict[str, Any]:
+    """Per-sample metrics (SIFID when its weights can be had, SWD, patch FD) of one chunk of samples."""
+    rows = sampled["rows"]
+    names = tuple(m for m in spec.metrics if m != "diversity")
+    if not rows or not names:
+        return {"rows": [], "notes": []}
+    from singan_core.metrics import evaluate
+
+    set_threads(spec.threads)
+    try:
+        samples = _load_samples(rows)
+        real = _real_image(spec)
+        result = evaluate(real, samples, names, inception_weights=spec.inception_weights, device="cpu",
+                          seed=spec.seed, strict=False)
+        return {"rows": _metric_rows(rows, result.per_sample), "notes": list(result.errors.values())}
+    except Exception as e:  # noqa: BLE001 - a metric that cannot be computed is a note, not a failure
+        return {"rows": [], "notes": [f"evaluation failed: {one_line(e)}"]}
+
+
+def evaluate_set(spec: EvalSpec, *sampled: dict[str, Any]) -> dict[str, Any]:
+    """Set-level metrics (diversity) over all the samples of one image and variant."""
+    rows = [r for chunk in sampled for r in chunk["rows"]]
+    if "diversity" not in spec.metrics or len(rows) < 2:
+        return {"rows": [], "notes": []}
+    from singan_core.metrics import diversity
+
+    set_threads(spec.threads)
+    try:
+        samples = _load_samples(rows)
+        value = diversity(samples, _real_image(spec))
+        return {"rows": [{**_group(rows[0]), "sample_index": None, "metric": "diversity", "value": value}],
+                "notes": []}
+    except Exception as e:  # noqa: BLE001
+        return {"rows": [], "notes": [f"diversity failed: {one_line(e)}"]}
+
+
+# ---------------------------------------------------------------------------- Ray versions
+# Training is retried when its worker dies (checkpoints make the retry resume); errors raised by our
+# own code are already turned into failed rows, so they are never retried.
+remote_train = ray.remote(max_retries=3)(train_variant)
+remote_sample = ray.remote(max_retries=2)(sample_chunk)
+remote_stitch = ray.remote(max_retries=2)(stitch_chunk)
+remote_evaluate = ray.remote(max_retries=2)(evaluate_chunk)
+remote_evaluate_set = ray.remote(max_retries=2)(evaluate_set)
+
+__all__ = [
+    "FAULT_ENV",
+    "HIGHRES_PARTS",
+    "EvalSpec",
+    "ProgressBoard",
+    "SampleSpec",
+    "TrainSpec",
+    "evaluate_chunk",
+    "evaluate_set",
+    "remote_evaluate",
+    "remote_evaluate_set",
+    "remote_sample",
+    "remote_stitch",
+    "remote_train",
+    "sample_chunk",
+    "stitch_chunk",
+    "train_variant",
+]

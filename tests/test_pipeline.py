@@ -1,0 +1,390 @@
+"""The dataset job: discovery, Parquet tables, MLflow runs, skipping, fault tolerance, High-Res, GPU packing,
+and `ray job submit` against a head started (and stopped) here.
+
+One local Ray with 2 CPUs is shared by the tests of this module; the job-submission test starts its own head
+(127.0.0.1, dedicated ports and temp dir, RAY_AUTH_MODE=disabled) and kills exactly that head's processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from pipeline import results as rs
+from pipeline.dataset import content_hash, discover_images, identify
+from pipeline.run import TaskResources, plan_resources, sort_out
+from pipeline.tasks import FAULT_ENV
+from singan_core.config import preset
+
+from .conftest import synthetic_image, write_png
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+JOB = str(REPO / "jobs" / "train_dataset.py")
+CFG = preset("test").replace(niter=8)  # 3 scales on a 32 px image, about a second each
+NO_SIFID = ("swd", "patch_fd", "diversity")
+
+
+def make_dataset(folder: Path) -> Path:
+    """Two good images (one in a subfolder, upper-case extension), a copy of one, a corrupt file, a too-small
+    image, a text file and a hidden image."""
+    (folder / "sub").mkdir(parents=True)
+    (folder / ".hidden").mkdir()
+    write_png(folder / "a.png", synthetic_image(32, 40, seed=1))
+    write_png(folder / "sub" / "b.PNG", synthetic_image(36, 32, seed=2))
+    write_png(folder / "sub" / "a_copy.png", synthetic_image(32, 40, seed=1))
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    write_png(folder / "small.png", synthetic_image(8, 8, seed=3))
+    (folder / "notes.txt").write_text("not an image")
+    write_png(folder / ".hidden" / "c.png", synthetic_image(32, 32, seed=4))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning")
+    yield ray
+    ray.shutdown()
+
+
+# ---------------------------------------------------------------------------- no Ray needed
+def test_discovery_is_recursive_case_insensitive_and_skips_hidden_and_output(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    (data / "out" / "samples").mkdir(parents=True)
+    write_png(data / "out" / "samples" / "sample_0000.png", synthetic_image(32, 32))
+    found = discover_images(str(data), exclude=[str(data / "out" / "samples")])
+    names = sorted(Path(p).relative_to(data).as_posix() for p in found)
+    assert names == ["a.png", "corrupt.jpg", "small.png", "sub/a_copy.png", "sub/b.PNG"]
+    assert discover_images(str(data / "a.png")) == [str(data / "a.png")]
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        discover_images(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        discover_images(str(tmp_path / "empty"))
+
+
+def test_content_hash_names_bytes_not_paths(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    assert content_hash(str(data / "a.png")) == content_hash(str(data / "sub" / "a_copy.png"))
+    assert content_hash(str(data / "a.png")) != content_hash(str(data / "sub" / "b.PNG"))
+    items = [identify(str(p)) for p in (data / "a.png", data / "sub" / "a_copy.png", data / "sub" / "b.PNG")]
+    triage = sort_out(items, previous={items[2].image_id: "ok"})
+    assert [i.url for i in triage.todo] == [str(data / "a.png")]
+    assert triage.skipped == 2 and "same content" in triage.notes[0]
+    gone = identify(str(tmp_path / "gone.png"))
+    assert gone.error and "cannot read" in gone.error and gone.image_id.startswith("u")
+
+
+def test_replacing_a_group_never_duplicates_rows(tmp_path):
+    url = str(tmp_path / "samples.parquet")
+
+    def rows(image_id, n):
+        return [{"image_id": image_id, "config_hash": "c", "variant_tag": "", "variant": "full", "sample_index": i,
+                 "sample_uri": f"{image_id}/{i}.png", "height": 4, "width": 5} for i in range(n)]
+
+    assert rs.replace_groups(url, rows("x", 3) + rows("y", 2), rs.SAMPLES) == 5
+    assert rs.replace_groups(url, rows("x", 4), rs.SAMPLES) == 6  # x replaced, y kept
+    assert rs.replace_groups(url, [], rs.SAMPLES, groups=[("y", "c", "", "full")]) == 4  # y cleared
+    table = pq.read_table(url)
+    assert table.schema.equals(rs.SAMPLES)
+    assert sorted(table.column("image_id").to_pylist()) == ["x"] * 4
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_resource_requests_the_cluster_cannot_meet_fail_fast():
+    cpu_node, gpu_node = {"CPU": 2.0}, {"CPU": 8.0, "GPU": 1.0}
+    on_cpus = plan_resources([cpu_node], 1, 0.25)
+    assert (on_cpus.num_cpus, on_cpus.num_gpus) == (1, 0.0) and "no GPU" in on_cpus.note
+    assert plan_resources([gpu_node], 2, 0.25) == TaskResources(2, 0.25)
+    with pytest.raises(ValueError, match="more than any node has"):
+        plan_resources([cpu_node], 4, 0)
+    with pytest.raises(ValueError, match="more than any node has"):
+        plan_resources([gpu_node], 1, 2)
+    with pytest.raises(ValueError, match="whole number"):
+        plan_resources([gpu_node], 1, 1.5)
+    with pytest.raises(ValueError, match="both"):
+        plan_resources([cpu_node, {"CPU": 1.0, "GPU": 1.0}], 2, 0.5)
+
+
+def test_job_script_help_and_bad_input(tmp_path):
+    shown = subprocess.run([PYTHON, JOB, "--help"], capture_output=True, text=True, env={**os.environ,
+                           "COLUMNS": "200"})
+    assert shown.returncode == 0
+    for option in ("--out", "--preset", "--set", "--highres", "--samples", "--scale-h", "--scale-v", "--metrics",
+                   "--inception-weights", "--tracking-uri", "--experiment", "--cpus-per-task", "--gpus-per-task",
+                   "--address", "--seed", "--demo"):
+        assert option in shown.stdout
+    bad = subprocess.run([PYTHON, JOB, str(tmp_path / "missing"), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: ") and "no such file" in bad.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------- the job end to end
+@pytest.fixture(scope="module")
+def job(local_ray, tmp_path_factory):
+    """One job on the dataset (SIFID with random Inception weights), then the same job again."""
+    from pipeline.run import run_dataset
+    from singan_core.metrics import random_inception_state_dict
+
+    root = tmp_path_factory.mktemp("job")
+    data = make_dataset(root / "data")
+    weights = root / "inception.pt"
+    torch.save(random_inception_state_dict(), weights)
+    kwargs = dict(samples=4, sample_batch=3, inception_weights=str(weights), progress=False)
+    first = run_dataset(str(data), str(root / "out"), CFG, **kwargs)
+    tables = {name: pd.read_parquet(rs.table_url(first.out, name)) for name in rs.TABLES}
+    t0 = time.perf_counter()
+    second = run_dataset(str(data), str(root / "out"), CFG, **kwargs)
+    return first, tables, second, time.perf_counter() - t0
+
+
+def test_job_counts_and_exit_code(job):
+    first, _, _, _ = job
+    assert (first.ok, first.failed, first.skipped) == (2, 2, 1)  # the copy of a.png is skipped
+    assert first.exit_code == 1 and not first.interrupted
+    assert any("same content" in n for n in first.notes)
+
+
+def test_parquet_schemas_and_rows(job):
+    first, tables, _, _ = job
+    for name, schema in rs.TABLES.items():
+        assert pq.read_schema(rs.table_url(first.out, name)).equals(schema), name
+    runs = tables["runs"].set_index(tables["runs"]["source_uri"].map(lambda u: Path(u).name))
+    assert sorted(runs.index) == ["a.png", "b.PNG", "corrupt.jpg", "small.png"]
+    assert set(runs["variant"]) == {"full"} and set(runs["config_hash"]) == {CFG.hash()}
+    for name in ("corrupt.jpg", "small.png"):
+        row = runs.loc[name]
+        assert row["status"] == "failed" and row["error_type"] == "ImageError" and row["error"]
+    assert "min_size" in runs.loc["small.png", "error"]
+    for name in ("a.png", "b.PNG"):
+        row = runs.loc[name]
+        assert row["status"] == "ok" and pd.isna(row["error"])
+        assert row["num_scales"] == len(row["iterations_per_scale"]) == len(row["seconds_per_scale"]) >= 2
+        assert list(row["iterations_per_scale"]) == [CFG.niter] * int(row["num_scales"])
+        assert row["total_seconds"] >= sum(row["seconds_per_scale"]) * 0.99
+        assert row["orig_height"] > 0 and row["train_height"] <= CFG.max_size and row["num_samples"] == 4
+        assert row["start_time"] < row["end_time"] and row["device"] == "cpu" and row["mlflow_run_id"]
+        assert json.loads(row["config_json"])["niter"] == CFG.niter
+        assert Path(row["model_uri"], "model.json").exists()
+    samples = tables["samples"]
+    assert len(samples) == 8 and sorted(samples["sample_index"].unique()) == [0, 1, 2, 3]
+    for _, s in samples.iterrows():
+        with Image.open(s["sample_uri"]) as im:
+            assert im.size == (s["width"], s["height"])
+    assert set(samples.groupby(["image_id", "seed"]).size()) == {3, 1}  # chunks of sample_batch=3, one seed per chunk
+    metrics = tables["metrics"]
+    per_sample = metrics[metrics["sample_index"].notna()]
+    assert per_sample.groupby("metric").size().to_dict() == {"patch_fd": 8, "sifid": 8, "swd": 8}
+    assert per_sample["value"].notna().all()
+    diversity = metrics[metrics["metric"] == "diversity"]
+    assert len(diversity) == 2 and diversity["sample_index"].isna().all() and (diversity["value"] > 0).all()
+    summary = tables["metrics_summary"]
+    assert len(summary) == 8 and set(summary["count"]) == {1, 4}
+    swd = summary[summary["metric"] == "swd"].set_index("image_id")["mean"]
+    assert np.allclose(swd.sort_index(), per_sample[per_sample["metric"] == "swd"].groupby("image_id")["value"]
+                       .mean().sort_index())
+
+
+def test_mlflow_runs_metrics_artifacts_and_model_by_run_id(job):
+    from mlflow import MlflowClient
+
+    from pipeline.tracking import load_model
+
+    first, tables, _, _ = job
+    client = MlflowClient(tracking_uri=first.tracking_uri)
+    assert first.tracking_uri == f"sqlite:///{first.out}/mlflow.db"
+    children = client.search_runs([first.experiment_id], f"tags.mlflow.parentRunId = '{first.parent_run_id}'")
+    assert len(children) == 4
+    assert {r.info.run_id for r in children} == set(tables["runs"]["mlflow_run_id"])
+    ok = [r for r in children if r.info.status == "FINISHED"]
+    assert len(ok) == 2 and sum(r.info.status == "FAILED" for r in children) == 2
+    run = ok[0]
+    assert run.data.params["niter"] == str(CFG.niter)
+    assert run.data.tags["variant"] == "full" and run.data.tags["epoch_decay"] == "False"
+    assert run.data.tags["image_id"] in set(tables["runs"]["image_id"])
+    for key in ("train_seconds_total", "final_loss_rec", "sifid_mean", "sifid_std", "swd_mean", "patch_fd_mean",
+                "diversity"):
+        assert key in run.data.metrics, key
+    history = client.get_metric_history(run.info.run_id, "train_seconds")
+    assert sorted(m.step for m in history) == list(range(int(run.data.metrics["num_scales"])))
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert {"model/model.json", "model/model.pt"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {"plots/loss_curves.png",
+                                                                                 "plots/sample_grid.png"}
+    model = load_model(run.info.run_id, first.tracking_uri, device="cpu")
+    assert model.sample(2, seed=1).shape[0] == 2
+    parent = client.get_run(first.parent_run_id)
+    assert parent.data.metrics["images_ok"] == 2 and parent.data.metrics["images_failed"] == 2
+
+
+def test_rerun_adds_nothing_and_is_fast(job):
+    from mlflow import MlflowClient
+
+    first, tables, second, seconds = job
+    assert (second.ok, second.failed, second.skipped, second.previously_failed) == (0, 0, 5, 2)
+    assert second.exit_code == 1  # the bad inputs are still bad
+    assert seconds < 15, f"re-run took {seconds:.1f} s"
+    for name in rs.TABLES:
+        again = pd.read_parquet(rs.table_url(first.out, name))
+        assert len(again) == len(tables[name]), name
+    assert len(second.runs) == 4
+    client = MlflowClient(tracking_uri=first.tracking_uri)
+    assert len(client.search_runs([first.experiment_id])) == 5  # the first job's parent and 4 children
+
+
+def test_fail_fast_on_more_cpus_than_a_node_has(local_ray, tmp_path):
+    from pipeline.run import run_dataset
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_png(data / "a.png", synthetic_image(32, 32))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="cpus-per-task 3 is more than any node has"):
+        run_dataset(str(data), str(tmp_path / "out"), CFG, num_cpus_per_task=3, progress=False)
+    assert time.perf_counter() - t0 < 30
+    assert not (tmp_path / "out" / "runs.parquet").exists()
+
+
+def test_killed_training_task_resumes_from_its_checkpoint(local_ray, tmp_path, monkeypatch):
+    from pipeline.run import run_dataset
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_png(data / "a.png", synthetic_image(32, 40, seed=5))
+    monkeypatch.setenv(FAULT_ENV, "0")  # the first attempt dies right after saving scale 0
+    summary = run_dataset(str(data), str(tmp_path / "out"), CFG, samples=2, metrics=(), progress=False)
+    assert summary.ok == 1 and summary.exit_code == 0
+    row = summary.runs.iloc[0]
+    assert row["status"] == "ok" and row["resumed_from_scale"] == 1  # the retry found scale 0 done
+    assert row["num_scales"] == len(row["seconds_per_scale"]) >= 2
+    assert len(pd.read_parquet(summary.samples_path)) == 2
+    assert pd.read_parquet(summary.metrics_path).empty  # metrics=(): none asked for
+
+
+def test_a_rerun_skips_done_images_and_bad_input_but_retries_other_failures():
+    from pipeline.run import Layout, Plan, previous_results
+
+    plan = Plan(CFG, CFG.hash(), "", False, 4, 16, 1.0, 1.0, (), None, TaskResources(1, 0), Layout("/o"), None)
+    rows = [("ok1", "ok", None, CFG.hash(), ""), ("bad", "failed", "ImageError", CFG.hash(), ""),
+            ("crashed", "failed", "WorkerCrashedError", CFG.hash(), ""), ("other_cfg", "ok", None, "x", ""),
+            ("other_tag", "ok", None, CFG.hash(), "t")]
+    runs = pd.DataFrame([{"image_id": i, "variant": "full", "status": st, "error_type": et, "config_hash": h,
+                          "variant_tag": t} for i, st, et, h, t in rows])
+    assert previous_results(runs, plan) == {"ok1": "ok", "bad": "failed"}
+    highres = Plan(**{**plan.__dict__, "highres": True})
+    partial = pd.DataFrame([{"image_id": "hr", "variant": v, "status": "ok", "error_type": None,
+                             "config_hash": CFG.hash(), "variant_tag": ""} for v in ("base", "q0", "q1", "q2", "q3")])
+    assert previous_results(partial, highres) == {}  # no stitched row yet: redo
+
+
+def test_highres_trains_five_pyramids_and_stitches(local_ray, tmp_path):
+    from mlflow import MlflowClient
+
+    from pipeline.run import run_dataset
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_png(data / "wide.png", synthetic_image(48, 64, seed=6))
+    summary = run_dataset(str(data), str(tmp_path / "out"), CFG.replace(niter=4), highres=True, samples=2,
+                          metrics=("swd", "diversity"), progress=False)
+    assert summary.ok == 1
+    runs = summary.runs.set_index("variant")
+    assert sorted(runs.index) == ["base", "q0", "q1", "q2", "q3", "stitched"]
+    assert (runs["status"] == "ok").all()
+    assert runs.loc["base", "train_height"] == 2 * runs.loc["q0", "train_height"]
+    assert runs.loc["stitched", "total_seconds"] == pytest.approx(runs.loc[["base", "q0", "q1", "q2", "q3"],
+                                                                          "total_seconds"].sum())
+    samples = pd.read_parquet(summary.samples_path)
+    assert list(samples["variant"]) == ["stitched"] * 2
+    assert set(samples["height"]) == {runs.loc["base", "train_height"]}
+    assert set(samples["width"]) == {runs.loc["base", "train_width"]}
+    metrics = pd.read_parquet(summary.metrics_path)
+    assert set(metrics["variant"]) == {"stitched"} and set(metrics["metric"]) == {"swd", "diversity"}
+    children = MlflowClient(tracking_uri=summary.tracking_uri).search_runs(
+        [summary.experiment_id], f"tags.mlflow.parentRunId = '{summary.parent_run_id}'")
+    assert sorted(r.data.tags["variant"] for r in children) == ["base", "q0", "q1", "q2", "q3", "stitched"]
+
+
+# ---------------------------------------------------------------------------- a head started here
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _stop_group(pgid: int) -> None:
+    """Stop the processes of the head started here (its own process group), never any other Ray."""
+    for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.5)
+
+
+def test_ray_job_submit_on_a_head_with_one_logical_gpu_packs_four_training_tasks(tmp_path):
+    """`ray start --head` on 127.0.0.1 with 4 CPUs and 1 logical GPU, then `ray job submit` of the job on four
+    images with --gpus-per-task 0.25: the four trainings run at once and fall back to the CPU (no CUDA)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        write_png(data / f"img{i}.png", synthetic_image(32, 32, seed=10 + i))
+    gcs, dashboard, client, agent = _free_ports(4)
+    temp = f"/tmp/rt-{os.getpid()}-{gcs}"  # short: Ray's socket paths must stay under 108 characters
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_bin = str(Path(PYTHON).parent / "ray")
+    # A new session: the head's daemons inherit this process group, so stopping it stops exactly them.
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs), "--dashboard-host",
+         "127.0.0.1", "--dashboard-port", str(dashboard), "--ray-client-server-port", str(client),
+         "--dashboard-agent-listen-port", str(agent), "--num-cpus", "4", "--num-gpus", "1", "--temp-dir", temp,
+         "--include-dashboard", "true", "--disable-usage-stats"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        started = head.communicate(timeout=180)[0]
+        assert head.returncode == 0, started[-2000:]
+        out = tmp_path / "out"
+        submitted = subprocess.run(
+            [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--", PYTHON, JOB, str(data),
+             "--out", str(out), "-p", "test", "--set", "niter=20", "--samples", "0", "--gpus-per-task", "0.25",
+             "--quiet"],
+            env=env, capture_output=True, text=True, timeout=600,
+        )
+        assert submitted.returncode == 0, (submitted.stdout + submitted.stderr)[-3000:]
+        assert "images: 4 ok" in submitted.stdout
+        runs = pd.read_parquet(out / "runs.parquet")
+        assert len(runs) == 4 and (runs["status"] == "ok").all() and set(runs["device"]) == {"cpu"}
+        assert runs["start_time"].max() < runs["end_time"].min(), "the four 0.25-GPU tasks did not overlap"
+    finally:
+        _stop_group(head.pid)
+        shutil.rmtree(temp, ignore_errors=True)
