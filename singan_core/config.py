@@ -150,6 +150,10 @@ PRESETS: dict[str, Config] = {
     "quick": Config(max_size=64, min_size=19, niter=150, dsteps=2, gsteps=1, scale_factor=0.7),
     # seed 002 (IMA206): 1000 iterations, 1 G step and 3 D steps
     "ima206": Config(niter=1000, gsteps=1, dsteps=3),
+    # seed 003 (High-Res-SinGAN), outputs up to 500 px: the paper's pyramid magnified s = 500 / 250 = 2 times
+    # (singan_core.applications.highres.highres_rule(500)): receptive field x s (10 layers of 3x3, 21 px),
+    # min_size x s (same number of scales), width 32 s^2 = 128 fixed over the scales, 003's epoch decay.
+    "highres": Config(max_size=500, min_size=50, num_layer=10, nfc=128, nfc_max=128, epoch_decay=True),
     # seconds on a tiny image, for tests
     "test": Config(max_size=32, min_size=16, niter=20, nfc=8, nfc_max=16, dsteps=1, gsteps=1, scale_factor=0.6),
 }
