@@ -14,7 +14,6 @@ Figures are measured in one run: ratios are meaningful, absolute seconds depend 
 from __future__ import annotations
 
 import argparse
-import math
 import resource
 import time
 
@@ -26,7 +25,7 @@ from torch.utils.flop_counter import flop_registry
 from singan_core.config import preset
 from singan_core.images import load_image, resize
 from singan_core.singan import SinGAN, Stage, stage_noise
-from singan_core.train import _new_networks, gradient_penalty, prepare_reals, train_stage
+from singan_core.train import _new_networks, gradient_penalty, prepare_reals, random_prevs, train_stage
 
 
 def clock() -> float:
@@ -77,15 +76,23 @@ def random_model(reals: list[torch.Tensor], cfg, upto: int) -> SinGAN | None:
 
 
 def engine_epoch_seconds(k, reals, coarser, cfg, epochs: int) -> float:
-    """Seconds per epoch of `train_stage`, setup excluded: (t(E) - t(1)) / (E - 1)."""
+    """Seconds per epoch of `train_stage` in steady state: the training steps ((t(2 + E) - t(2)) / E,
+    both runs drawing one chunk of up(x~_{n+1})), plus the batched drawing of one chunk / `prefetch`."""
     def run(n: int) -> float:
         torch.manual_seed(0)
         t = clock()
-        train_stage(k, reals, coarser, cfg.replace(niter=n, prefetch=n), None, torch.device("cpu"), progress=False)
+        train_stage(k, reals, coarser, cfg.replace(niter=n), None, torch.device("cpu"), progress=False)
         return clock() - t
 
-    run(1)  # warm-up: oneDNN builds its kernels for these shapes on first use
-    return (run(epochs + 1) - run(1)) / epochs
+    run(2)  # warm-up: oneDNN builds its kernels for these shapes on first use
+    steps = (run(2 + epochs) - run(2)) / epochs
+    if coarser is None:
+        return steps
+    chunk = cfg.prefetch * (cfg.dsteps + cfg.gsteps)
+    next(random_prevs(coarser, tuple(reals[k].shape[-2:]), chunk, torch.device("cpu")))  # warm-up
+    t = clock()
+    next(random_prevs(coarser, tuple(reals[k].shape[-2:]), chunk, torch.device("cpu")))
+    return steps + (clock() - t) / cfg.prefetch
 
 
 def engine_epoch_flops(k, reals, coarser, cfg) -> float:
@@ -174,8 +181,8 @@ def main() -> None:
     print(f"image {args.image}: {n_stages} scales, r = {r:.4f}, finest {tuple(reals[-1].shape[-2:])}, "
           f"{args.threads} thread(s), preset {args.preset}")
     print(f"conv peak (3x3, 128->128, finest size, forward): {peak:.1f} GFLOP/s")
-    header = f"{'stage':>5} {'shape':>9} {'ch':>4} {'s/epoch':>8} {'GFLOP/s':>8} {'%peak':>6} {'ref s/ep':>9} {'speedup':>8}"
-    print(header)
+    columns = ("stage", 5), ("shape", 9), ("ch", 4), ("s/epoch", 8), ("GFLOP/s", 8), ("%peak", 6), ("ref s/ep", 9)
+    print(" ".join(f"{name:>{width}}" for name, width in columns) + f" {'speedup':>8}")
     total_engine = total_ref = projected = 0.0
     for k in chosen:
         coarser = random_model(reals, cfg, k)
@@ -197,8 +204,6 @@ def main() -> None:
     print(f"sampling: {per_sample:.3f} s/sample (batched, 50 samples), conv floor {floor:.3f} s "
           f"({per_sample / floor:.2f}x the floor; {sample_flops / 1e9:.1f} GFLOP per sample)")
     print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-    if math.isnan(total_ref):
-        return
 
 
 if __name__ == "__main__":
