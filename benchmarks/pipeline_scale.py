@@ -1,6 +1,7 @@
 """Throughput of the dataset job on Ray against a plain sequential loop over the same images.
 
-    python benchmarks/pipeline_scale.py [--images 6] [--niter 20] [--samples 8] [--cpus 1 2] [--repeat 1] [--out DIR]
+    python benchmarks/pipeline_scale.py [--images 6] [--niter 30] [--samples 8] [--cpus 1 2] [--repeat 1]
+                                        [--ray-niceness 0] [--out DIR]
 
 The images are crops of the bundled example photos (distinct content, so none is skipped as a
 duplicate). Every mode does the same work per image: train the quick preset (with --niter
@@ -14,8 +15,11 @@ Per mode: wall seconds and images per hour; CPU seconds of this process and all 
 (Ray's raylet, GCS and workers included), which is what the work costs whatever else runs on the
 machine; CPU/wall (the parallelism achieved); the mean load average (other work on the machine
 slows every mode's wall time, hence --repeat: the modes are interleaved and the best of each
-counts). Then the pipeline's overhead (ray 1 against the loop; target under 10 %) and the speed-up
-of N CPUs over 1. Ray's own start is timed apart. Everything also goes to <out>/pipeline_scale.json.
+counts; CPU seconds by process). Then the pipeline's overhead (ray 1 against the loop; target under
+10 %) and the speed-up of N CPUs over 1. Ray's own start is timed apart. Ray's workers run at
+niceness 0 like the loop (--ray-niceness; Ray's default of 15 lets any other process on a shared
+machine take their CPU first, which would be charged to Ray here). Everything also goes to
+<out>/pipeline_scale.json.
 Linux only (CPU seconds are read from /proc).
 """
 
@@ -256,16 +260,20 @@ def report(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=6, help="Number of images.")
-    parser.add_argument("--niter", type=int, default=20, help="Iterations per scale (the quick preset has 150).")
+    parser.add_argument("--niter", type=int, default=30, help="Iterations per scale (the quick preset has 150).")
     parser.add_argument("--samples", type=int, default=8, help="Samples per image.")
     parser.add_argument("--metrics", default="swd", help="Comma list of metrics computed in every mode ('' none).")
     parser.add_argument("--cpus", type=int, nargs="+", default=[1, 2], help="CPU counts given to Ray.")
     parser.add_argument("--repeat", type=int, default=1, help="Repeats of every mode, interleaved; the best counts.")
+    parser.add_argument("--ray-niceness", type=int, default=0,
+                        help="Niceness of Ray's workers (Ray's own default, 15, makes them yield the CPU to any "
+                             "other process, which on a shared machine charges other people's work to Ray).")
     parser.add_argument("--out", default=None, help="Work folder (default: a temporary one, removed at the end).")
     args = parser.parse_args()
     if min(args.images, args.niter, args.repeat, *args.cpus) < 1 or args.samples < 2:
         parser.error("--images, --niter, --cpus and --repeat must be at least 1 and --samples at least 2")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local Ray; no token needed
+    os.environ["RAY_worker_niceness"] = str(args.ray_niceness)  # read by the raylet that ray.init starts
 
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="pipeline-scale-"))
     metrics = tuple(m for m in args.metrics.split(",") if m.strip())
@@ -282,7 +290,8 @@ def main() -> None:
                 modes[f"ray {cpus}"].append(r)
                 print(f"[{k}] ray {cpus}: {r}", flush=True)
         results = {"images": args.images, "niter": args.niter, "samples": args.samples, "metrics": metrics,
-                   "repeat": args.repeat, "config": cfg.to_dict(), "modes": modes}
+                   "repeat": args.repeat, "ray_niceness": args.ray_niceness, "config": cfg.to_dict(),
+                   "modes": modes}
         print()
         print(report(results))
         with atomic_write(str(work / "pipeline_scale.json"), "w") as f:
