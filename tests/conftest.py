@@ -38,3 +38,13 @@ def tiny_model(tiny_image, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_model")
     model = SinGAN.train(tiny_image, preset("test").replace(niter=60), out=str(out), progress=False)
     return model, str(out)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A private local Ray with 2 CPUs for one test module (never joins a running head)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning")
+    yield ray
+    ray.shutdown()

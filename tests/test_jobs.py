@@ -262,15 +262,6 @@ def load_job(name: str):
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning")
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def one_image(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("images")
     write_png(folder / "tiny.png", synthetic_image(32, 40, seed=3))

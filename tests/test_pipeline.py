@@ -55,15 +55,6 @@ def make_dataset(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning")
-    yield ray
-    ray.shutdown()
-
-
 # ---------------------------------------------------------------------------- no Ray needed
 def test_discovery_is_recursive_case_insensitive_and_skips_hidden_and_output(tmp_path):
     data = make_dataset(tmp_path / "data")
