@@ -3,8 +3,9 @@
     python benchmarks/train_speed.py IMAGE [--threads 1] [--epochs 3] [--scales all|finest|N,M]
 
 Per scale: shape, channels, seconds per epoch (one epoch = one iteration of Dsteps D steps and
-Gsteps G steps), conv GFLOP/s achieved (FLOPs counted by torch's FlopCounterMode) next to a 3x3
-conv peak measured in the same run; the same epoch done the way the authors' reference code does it
+Gsteps G steps), conv GFLOP/s achieved (the FLOPs of direct convolutions, counted with torch's
+formulas) next to a direct 3x3 conv peak measured in the same run (layers computed with Winograd
+do fewer multiplications, so they can exceed it); the same epoch done the way the authors' reference code does it
 (a fake drawn through every coarser generator one at a time per D step, the G steps reusing the last
 D-step fake, D weight gradients always on), for the speed-up; the projected full training time;
 peak memory; and sampling seconds per sample with the conv floor.
@@ -23,9 +24,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from singan_core.config import preset
+from singan_core.conv import Conv2d
 from singan_core.images import load_image, resize
 from singan_core.singan import SinGAN, Stage, stage_noise
 from singan_core.train import _new_networks, gradient_penalty, prepare_reals, random_prevs, train_stage
+
+AUTHORS_EPOCH, AUTHORS_FINEST, AUTHORS_SAMPLE = 67.0, 51.0, 0.72  # seconds, from the engine issue
 
 
 def clock() -> float:
@@ -46,6 +50,9 @@ class FlopCounter(TorchDispatchMode):
         out = func(*args, **kwargs)
         if func._overloadpacket in flop_registry:
             self.total += flop_registry[func._overloadpacket](*args, **kwargs, out_val=out)
+        elif func._overloadpacket is torch.ops.aten._nnpack_spatial_convolution:  # counted as a direct conv
+            weight = args[1]
+            self.total += 2 * out.numel() * weight[0].numel()
         return out
 
 
@@ -63,14 +70,23 @@ def conv_peak(channels: int, shape: tuple[int, int], reps: int = 5) -> float:
     return flops / dt / 1e9
 
 
-def random_model(reals: list[torch.Tensor], cfg, upto: int) -> SinGAN | None:
-    """Coarser stages 0..upto-1 with fresh weights: the same cost as trained ones."""
+def plain_convs(net: torch.nn.Module) -> torch.nn.Module:
+    """The same network computed with torch's own convolutions (no Winograd), as the authors' code is."""
+    for m in net.modules():
+        if isinstance(m, Conv2d):
+            m.__class__ = torch.nn.Conv2d
+    return net
+
+
+def random_model(reals: list[torch.Tensor], cfg, upto: int, plain: bool = False) -> SinGAN | None:
+    """Coarser stages 0..upto-1 with fresh weights: the same cost as trained ones (`plain`: torch's
+    own convolutions)."""
     if upto == 0:
         return None
     stages = []
     for k in range(upto):
         G, D = _new_networks(k, reals[k], cfg, None, torch.device("cpu"))
-        stages.append(Stage(G.eval(), 0.1 if k else 1.0, tuple(reals[k].shape[-2:])))
+        stages.append(Stage((plain_convs(G) if plain else G).eval(), 0.1 if k else 1.0, tuple(reals[k].shape[-2:])))
     z_star = stage_noise(0, 1, tuple(reals[0].shape[-2:]), torch.device("cpu"))
     return SinGAN(cfg, stages, z_star, reals[:upto], 0.75)
 
@@ -107,9 +123,13 @@ def engine_epoch_flops(k, reals, coarser, cfg) -> float:
 
 def reference_epoch_seconds(k, reals, coarser, cfg, epochs: int) -> float:
     """One epoch as the authors' code runs it (our restatement of its algorithm, not its code)."""
-    real = reals[k]
+    # The authors' images come from NumPy HxWx3 arrays (np2torch), i.e. channels-last tensors, and
+    # their networks use torch's own convolutions.
+    real = reals[k].contiguous(memory_format=torch.channels_last)
     shape = tuple(real.shape[-2:])
     G, D = _new_networks(k, real, cfg, None, torch.device("cpu"))
+    plain_convs(G)
+    plain_convs(D)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     amp = 0.1 if k else 1.0
@@ -118,7 +138,7 @@ def reference_epoch_seconds(k, reals, coarser, cfg, epochs: int) -> float:
     def draw_prev() -> torch.Tensor:  # draw_concat('rand'): every coarser G, one sample at a time
         if coarser is None:
             return torch.zeros_like(real)
-        return resize(coarser.generate(1), shape)
+        return resize(coarser.generate(1), shape).contiguous(memory_format=torch.channels_last)
 
     def epoch() -> None:
         noise_ = stage_noise(k, 1, shape, real.device)
@@ -183,14 +203,17 @@ def main() -> None:
     print(f"conv peak (3x3, 128->128, finest size, forward): {peak:.1f} GFLOP/s")
     columns = ("stage", 5), ("shape", 9), ("ch", 4), ("s/epoch", 8), ("GFLOP/s", 8), ("%peak", 6), ("ref s/ep", 9)
     print(" ".join(f"{name:>{width}}" for name, width in columns) + f" {'speedup':>8}")
-    total_engine = total_ref = projected = 0.0
+    total_engine = total_ref = projected = finest = 0.0
     for k in chosen:
         coarser = random_model(reals, cfg, k)
         epochs = args.epochs if reals[k].shape[-1] > 80 else args.epochs * 5
         sec = engine_epoch_seconds(k, reals, coarser, cfg, epochs)
         gflops = engine_epoch_flops(k, reals, coarser, cfg) / sec / 1e9
-        ref = float("nan") if args.no_reference else reference_epoch_seconds(k, reals, coarser, cfg, epochs)
+        ref = float("nan") if args.no_reference else reference_epoch_seconds(
+            k, reals, random_model(reals, cfg, k, plain=True), cfg, epochs)
         total_engine += sec
+        if k == n_stages - 1:
+            finest = sec
         total_ref += ref
         projected += sec * cfg.iterations(k)
         shape = "x".join(map(str, reals[k].shape[-2:]))
@@ -203,6 +226,12 @@ def main() -> None:
     floor = sample_flops / (peak * 1e9)
     print(f"sampling: {per_sample:.3f} s/sample (batched, 50 samples), conv floor {floor:.3f} s "
           f"({per_sample / floor:.2f}x the floor; {sample_flops / 1e9:.1f} GFLOP per sample)")
+    if args.threads == 1 and args.image.endswith("birds.png") and args.preset == "paper":
+        print(f"vs the authors' code as measured in the engine issue (birds.png, 1 thread: {AUTHORS_EPOCH} s/epoch, "
+              f"{AUTHORS_FINEST} s at the finest scale, {AUTHORS_SAMPLE} s/sample): "
+              + (f"{AUTHORS_EPOCH / total_engine:.2f}x per epoch, " if args.scales == "all" else "")
+              + (f"{AUTHORS_FINEST / finest:.2f}x at the finest scale, " if finest else "")
+              + f"{AUTHORS_SAMPLE / per_sample:.2f}x sampling")
     print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

@@ -77,7 +77,8 @@ def load_image(url: str, max_size: int | None = None) -> torch.Tensor:
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     img = _open(url)
     arr = _to_rgb_array(img)
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0) * 2.0 - 1.0
+    # contiguous NCHW: a channels-last view here would make every convolution on it much slower
+    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).contiguous() * 2.0 - 1.0
     if max_size is not None and max(x.shape[-2:]) > max_size:
         scale = max_size / max(x.shape[-2:])
         shape = (max(1, round(x.shape[-2] * scale)), max(1, round(x.shape[-1] * scale)))
@@ -86,10 +87,10 @@ def load_image(url: str, max_size: int | None = None) -> torch.Tensor:
 
 
 def resize(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Antialiased bicubic resize of a [B, C, H, W] tensor to `shape` (H, W)."""
+    """Antialiased bicubic resize of a [B, C, H, W] tensor to `shape` (H, W); the result is contiguous."""
     if tuple(x.shape[-2:]) == tuple(shape):
-        return x
-    return F.interpolate(x, size=tuple(shape), mode="bicubic", align_corners=False, antialias=True)
+        return x.contiguous()
+    return F.interpolate(x, size=tuple(shape), mode="bicubic", align_corners=False, antialias=True).contiguous()
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -7,6 +7,9 @@ plain conv), unpadded, so their receptive field is 11x11. G_n is residual:
 
 where the input is padded by num_layer * (ker_size - 1) / 2 pixels so the output has the input's
 size. D_n is a Markovian (patch) critic: a one-channel map whose mean is the score.
+
+The convolutions are `conv.Conv2d`: nn.Conv2d's parameters and results, computed with Winograd
+transforms on CPU for the wide layers.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conv import Conv2d
+
 
 class ConvBlock(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, ker_size: int) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, ker_size),
+            Conv2d(in_channels, out_channels, ker_size),
             nn.BatchNorm2d(out_channels),
             nn.LeakyReLU(0.2, inplace=True),
         )
@@ -28,7 +33,7 @@ class ConvBlock(nn.Sequential):
 def _body(channels: int, num_layer: int, ker_size: int, out_channels: int) -> tuple[nn.Module, nn.Module, nn.Module]:
     head = ConvBlock(3, channels, ker_size)
     body = nn.Sequential(*[ConvBlock(channels, channels, ker_size) for _ in range(num_layer - 2)])
-    tail = nn.Conv2d(channels, out_channels, ker_size)
+    tail = Conv2d(channels, out_channels, ker_size)
     return head, body, tail
 
 

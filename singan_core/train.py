@@ -9,7 +9,9 @@ statistics of x_n and of the fake, with no discriminator). L_rec = ||G_n(0, up(x
 on the fixed noise {z*, 0, ..., 0}. sigma_n = noise_amp * RMSE(x_n, up(x~rec_{n+1})).
 
 Speed: the coarser generators are frozen (eval-mode BatchNorm), so the up(x~_{n+1}) of many
-iterations are drawn in batched forward passes up front; D's weights take no gradients in the G steps.
+iterations are drawn in batched forward passes up front; D's weights take no gradients in the G steps
+nor in the penalty's inner gradient; wide convolutions use Winograd (conv.py); the reals are contiguous
+NCHW tensors (channels-last ones made every convolution on them slower).
 """
 
 from __future__ import annotations

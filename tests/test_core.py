@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from singan_core import Config, SinGAN, preset
-from singan_core.images import resize
+from singan_core import Config, SinGAN, conv, preset
+from singan_core.images import load_image, resize
 from singan_core.model import Discriminator, Generator
 from singan_core.pyramid import build_reals, pyramid_for
 
-from .conftest import synthetic_image
+from .conftest import synthetic_image, write_png
 
 # ---------------------------------------------------------------- the scale rule
 
@@ -63,6 +63,47 @@ def test_too_small_image_is_rejected():
 def test_channel_schedule_doubles_every_four_scales_capped():
     cfg = Config()
     assert [cfg.channels(k) for k in range(13)] == [32] * 4 + [64] * 4 + [128] * 5
+
+
+def _critic_losses(conv, x: torch.Tensor, weights: list[tuple[torch.Tensor, torch.Tensor]]):
+    """A small critic built on `conv`: its mean score plus a WGAN-GP penalty (a double backward)."""
+
+    def critic(h):
+        for w, b in weights[:-1]:
+            h = F.leaky_relu(conv(h, w, b), 0.2)
+        return conv(h, *weights[-1])
+
+    interp = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(interp).sum(), interp, create_graph=True)
+    loss = critic(x).mean() + ((grad.norm(2, dim=1) - 1) ** 2).mean()
+    loss.backward()
+    return [loss.detach()] + [t.grad.clone() for pair in weights for t in pair]
+
+
+def test_winograd_convolution_equals_torchs_with_gradients():
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(64, 3), (64, 64), (64, 64), (1, 64)]  # 64 channels: the Winograd path
+    weights = [(torch.randn(o, i, 3, 3, generator=gen) * 0.1, torch.randn(o, generator=gen) * 0.1) for o, i in shapes]
+    x = torch.randn(2, 3, 30, 41, generator=gen)
+    if torch.backends.nnpack.is_available():
+        assert conv.use_winograd(torch.zeros(1, 64, 8, 8), weights[1][0])
+    results = {}
+    for name, fn in (("torch", F.conv2d), ("winograd", conv.conv2d), ("float64", F.conv2d)):
+        dtype = torch.float64 if name == "float64" else torch.float32
+        w = [(a.to(dtype, copy=True).requires_grad_(), b.to(dtype, copy=True).requires_grad_()) for a, b in weights]
+        results[name] = _critic_losses(fn, x.to(dtype), w)
+    for ours, theirs, exact in zip(results["winograd"], results["torch"], results["float64"], strict=True):
+        scale = exact.norm()
+        assert (ours.double() - exact).norm() / scale < 1e-4  # float32 rounding, as torch's own
+        assert (theirs.double() - exact).norm() / scale < 1e-4
+
+
+def test_images_and_pyramids_are_contiguous(tmp_path):
+    """A channels-last input (an HxWx3 array seen as NCHW) made every convolution much slower."""
+    path = write_png(tmp_path / "x.png", synthetic_image(40, 56))
+    x = load_image(str(path))
+    assert x.is_contiguous()
+    assert all(r.is_contiguous() for r in build_reals(x, pyramid_for(40, 56, preset("test"))))
 
 
 @pytest.mark.parametrize("padding", ["zero", "constant", "replicate", "circular"])
