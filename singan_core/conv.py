@@ -14,6 +14,9 @@ runs through Winograd. Narrow layers, GPUs and other dtypes use torch's own conv
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,11 +25,25 @@ MIN_CHANNELS = 64  # below this width oneDNN's direct kernels are as fast (bench
 
 _NNPACK = torch.backends.nnpack.is_available()  # the check also initialises NNPACK, required before use
 _will_execute = getattr(torch._C, "_will_engine_execute_node", None)
+_enabled = True
+
+
+@contextmanager
+def winograd_disabled() -> Iterator[None]:
+    """Compute every convolution with torch's own kernels inside this block (for comparisons), like
+    the flags of torch.backends."""
+    global _enabled
+    previous, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = previous
 
 
 def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
         _NNPACK
+        and _enabled
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and weight.shape[-2:] == (3, 3)

@@ -87,6 +87,8 @@ def test_winograd_convolution_equals_torchs_with_gradients():
     x = torch.randn(2, 3, 30, 41, generator=gen)
     if torch.backends.nnpack.is_available():
         assert conv.use_winograd(torch.zeros(1, 64, 8, 8), weights[1][0])
+    with conv.winograd_disabled():
+        assert not conv.use_winograd(torch.zeros(1, 64, 8, 8), weights[1][0])
     results = {}
     for name, fn in (("torch", F.conv2d), ("winograd", conv.conv2d), ("float64", F.conv2d)):
         dtype = torch.float64 if name == "float64" else torch.float32
