@@ -10,6 +10,7 @@ The forward pass and the input gradient (itself a convolution of the output grad
 flipped, transposed kernel) use Winograd; the weight gradient uses PyTorch's kernel. The backward
 pass is written with differentiable operations, so the double backward of the WGAN-GP penalty also
 runs through Winograd. Narrow layers, GPUs and other dtypes use torch's own convolution.
+NNPACK sizes its thread pool from torch's thread count at its first use: set that count first.
 """
 
 from __future__ import annotations
