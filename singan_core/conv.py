@@ -69,7 +69,7 @@ def _needed(ctx) -> list[bool]:
             if needed[i] and node is not None:
                 try:
                     needed[i] = bool(_will_execute(node))
-                except RuntimeError:  # a leaf that autograd.grad targets: it is needed
+                except (RuntimeError, TypeError):  # e.g. a leaf that autograd.grad targets: keep it
                     pass
     return needed
 
