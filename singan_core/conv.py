@@ -59,6 +59,15 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pad
     return F.conv2d(x, weight, bias, padding=padding)
 
 
+def _nnpack_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
+    """NNPACK's convolution, one image at a time: for a batch of one it runs its inference kernels,
+    which on one core are 2-3x faster per image than the kernels it runs for larger batches."""
+    x, weight = x.contiguous(), weight.contiguous()
+    if x.shape[0] == 1:
+        return torch._nnpack_spatial_convolution(x, weight, bias, [padding, padding])
+    return torch.cat([torch._nnpack_spatial_convolution(xi, weight, bias, [padding, padding]) for xi in x.split(1)])
+
+
 def _needed(ctx) -> list[bool]:
     """Which of (x, weight, bias) this backward pass must return: the inputs that require grad,
     minus those the running backward will not use (the WGAN-GP penalty's gradient with respect to
@@ -79,7 +88,7 @@ class _WinogradConv(torch.autograd.Function):
     def forward(ctx, x, weight, bias, padding):
         ctx.save_for_backward(x, weight)
         ctx.padding = padding
-        return torch._nnpack_spatial_convolution(x.contiguous(), weight.contiguous(), bias, [padding, padding])
+        return _nnpack_conv(x, weight, bias, padding)
 
     @staticmethod
     def backward(ctx, grad):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from singan_core import Config, SinGAN, conv, preset
+from singan_core import singan as singan_module
 from singan_core.images import load_image, resize
 from singan_core.model import Discriminator, Generator
 from singan_core.pyramid import build_reals, pyramid_for
@@ -171,6 +172,16 @@ def test_sampling_is_seeded_and_batched_equals_one_at_a_time(tiny_model):
     g = torch.Generator().manual_seed(3)
     one = model.generate(4, generator=g).clamp(-1, 1)
     assert torch.allclose(together, one, atol=1e-5)
+
+
+def test_generation_does_not_depend_on_the_cpu_chunking(tiny_model, monkeypatch):
+    model, _ = tiny_model
+    outputs = []
+    for budget in (1, 2**40):  # one image per pass through G_n, or the whole batch at once
+        monkeypatch.setattr(singan_module, "CPU_CHUNK_BYTES", budget)
+        outputs.append(model.generate(5, generator=torch.Generator().manual_seed(4)))
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+    assert (outputs[0][0] - outputs[0][1]).abs().mean() > 0.01  # the chunks did not share noise
 
 
 @pytest.mark.parametrize(("scale_h", "scale_v"), [(1.5, 1.0), (1.0, 2.0), (0.75, 0.75)])
