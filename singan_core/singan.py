@@ -128,11 +128,12 @@ class SinGAN:
         """x~_n = G_n(noise_amp_n * z_n, up(x~_{n+1})) at stage k = N - n (frozen, eval-mode G_n:
         every image of the batch is independent, so chunking does not change the result)."""
         G, amp = self.stages[k].generator, self.stages[k].noise_amp
-        if z.device.type != "cpu":
-            return G(amp * z, prev)
-        h, w = (s + 2 * G.pad for s in z.shape[-2:])
-        step = max(1, CPU_CHUNK_BYTES // (G.head[0].out_channels * h * w * z.element_size()))
-        return torch.cat([G(amp * zc, pc) for zc, pc in zip(z.split(step), prev.split(step), strict=True)])
+        if z.device.type == "cpu":
+            h, w = (s + 2 * G.pad for s in z.shape[-2:])
+            step = max(1, CPU_CHUNK_BYTES // (G.head[0].out_channels * h * w * z.element_size()))
+            if step < z.shape[0]:
+                return torch.cat([G(amp * zc, pc) for zc, pc in zip(z.split(step), prev.split(step), strict=True)])
+        return G(amp * z, prev)
 
     @torch.no_grad()
     def generate(
