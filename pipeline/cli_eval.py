@@ -23,7 +23,9 @@ import torch
 import typer
 
 from singan_core.images import IMAGE_EXTENSIONS, ImageError, atomic_write, load_image, resize
-from singan_core.metrics import METRICS, SIFID_LAYERS, WEIGHTS_ENV, evaluate, parse_metrics
+from singan_core.metrics import METRICS, SIFID_LAYERS, evaluate, parse_metrics
+
+from .options import InceptionWeights
 
 OUT_FORMATS = (".parquet", ".csv")
 EXIT_BAD_INPUT = 1
@@ -138,13 +140,7 @@ def eval_command(
     sifid_layer: Annotated[
         int, typer.Option("--sifid-layer", help="64: the authors' script (default); 192: the paper's text.")
     ] = 64,
-    inception_weights: Annotated[
-        str | None,
-        typer.Option(
-            "--inception-weights",
-            help=f"inception_v3_google-0cc3c7bd.pth: path or URL (else ${WEIGHTS_ENV}, torch.hub's cache, download).",
-        ),
-    ] = None,
+    inception_weights: InceptionWeights = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Write the rows to this .parquet or .csv.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto (CUDA when present).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the SWD projections and of the model's samples.")] = 0,

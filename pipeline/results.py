@@ -162,8 +162,17 @@ def read_table(url: str, schema: pa.Schema) -> pd.DataFrame:
 
 
 def write_table(url: str, frame: pd.DataFrame, schema: pa.Schema) -> None:
+    """Write `frame` as a table of exactly `schema` to `url`, atomically."""
     buf = io.BytesIO()
     pq.write_table(to_table(frame, schema), buf)
+    with atomic_write(url) as f:
+        f.write(buf.getvalue())
+
+
+def write_parquet(frame: pd.DataFrame, url: str) -> None:
+    """Write any DataFrame (without its index) as Parquet to `url`, atomically."""
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
     with atomic_write(url) as f:
         f.write(buf.getvalue())
 

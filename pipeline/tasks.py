@@ -1,7 +1,8 @@
 """The work of the job, as plain functions and their Ray remote versions.
 
 Each function takes URLs and small specs (never tensors), writes its outputs to the output storage
-and returns small plain dicts (rows for the Parquet tables). The driver chains them:
+and returns a small typed result (`Trained`, `ChunkResult`) holding rows for the Parquet tables.
+The driver chains them:
 
     train_variant ─┬─> sample_chunk ──> evaluate_chunk      (one chain per chunk of samples)
                    └─> ...           ──> evaluate_set       (diversity over all the samples)
@@ -23,7 +24,7 @@ import os
 import socket
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -48,7 +49,7 @@ class TrainSpec:
     image_url: str
     image_id: str
     variant: str
-    config_json: str  # the job's config; High-Res parts derive theirs with highres_config
+    config: Config  # the job's config; High-Res parts derive theirs with highres_config
     model_url: str
     plot_url: str
     threads: int = 1
@@ -83,6 +84,35 @@ class EvalSpec:
     inception_weights: str | None = None
     threads: int = 1
     seed: int = 0
+
+
+# ---------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class Trained:
+    """What a training task returns: its row of runs.parquet (minus the job-level columns) and the
+    config the pyramid was trained with (None when the task failed before it was known)."""
+
+    row: dict[str, Any]
+    config: Config | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.row.get("status") != "ok"
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What a sampling or evaluation task returns.
+
+    rows: its rows of samples.parquet or metrics.parquet. error: what failed it (a failed sampling
+    marks the sampled variant failed). notes: what could not be computed without failing anything
+    (a metric). skipped: not run because a training it needs failed (its row says why).
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    skipped: bool = False
 
 
 # ---------------------------------------------------------------------------- small helpers
@@ -166,8 +196,8 @@ def _train(spec: TrainSpec, image: torch.Tensor, cfg: Config, device: str, on_st
     return url, highres.highres_config(cfg, spec.variant), SinGAN.load(url, device="cpu")
 
 
-def train_variant(spec: TrainSpec, board: Any = None) -> dict[str, Any]:
-    """Train one pyramid and return its row of runs.parquet (minus the job-level columns).
+def train_variant(spec: TrainSpec, board: Any = None) -> Trained:
+    """Train one pyramid and return its row of runs.parquet (minus the job-level columns) and its config.
 
     Bad input (corrupt, too small, not an image) and any other error become a failed row; only the
     death of the process itself escapes (and makes Ray retry the task).
@@ -176,26 +206,27 @@ def train_variant(spec: TrainSpec, board: Any = None) -> dict[str, Any]:
     started = now()
     row: dict[str, Any] = {"image_id": spec.image_id, "variant": spec.variant, "source_uri": spec.image_url,
                            "host": socket.gethostname(), "start_time": started, "model_url": spec.model_url}
+    variant_cfg = None
     try:
-        cfg = Config.from_dict(json.loads(spec.config_json))
         device = task_device()
         row["device"] = device
         row["resumed_from_scale"] = finished_scales(spec.model_url)
         image = load_image(spec.image_url)
         row["orig_height"], row["orig_width"] = int(image.shape[-2]), int(image.shape[-1])
         on_stage = _stage_callback(f"{spec.image_id}/{spec.variant}", board, spec.fault_exit_after_scale)
-        url, variant_cfg, model = _train(spec, image, cfg, device, on_stage)
+        url, trained_cfg, model = _train(spec, image, spec.config, device, on_stage)
         report = model.report
         stages = report.get("stages", [])
         write_bytes(spec.plot_url, loss_curves_png(stages, f"{os.path.basename(spec.image_url)} ({spec.variant})"))
         row.update(_report_columns(report, model.shapes[-1]))
-        row.update(status="ok", model_uri=url, config_json=variant_cfg.to_json(), plot_uri=spec.plot_url,
+        row.update(status="ok", model_uri=url, plot_uri=spec.plot_url,
                    stages=[{k: v for k, v in s.items() if k != "curve"} for s in stages])
+        variant_cfg = trained_cfg
     except Exception as e:  # noqa: BLE001 - one bad image must never stop the job
         row.update(status="failed", error=one_line(e), error_type=type(e).__name__,
                    traceback="".join(traceback.format_exception(e))[-4000:])
     row["end_time"] = now()
-    return row
+    return Trained(row, variant_cfg)
 
 
 def _report_columns(report: dict[str, Any], finest: tuple[int, int]) -> dict[str, Any]:
@@ -234,40 +265,35 @@ def _sample_rows(spec: SampleSpec, samples: torch.Tensor, scale: tuple[float, fl
     return rows
 
 
-def _skip_reason(train_rows: Sequence[dict[str, Any]]) -> str | None:
-    failed = [r for r in train_rows if r.get("status") != "ok"]
-    return f"training of {failed[0]['variant']} failed" if failed else None
-
-
-def sample_chunk(spec: SampleSpec, train_row: dict[str, Any]) -> dict[str, Any]:
-    """Draw one chunk of samples from a trained pyramid; returns {"rows": [...], "error": str | None}."""
-    if _skip_reason([train_row]):
-        return {"rows": [], "error": None, "skipped": True}
+def sample_chunk(spec: SampleSpec, trained: Trained) -> ChunkResult:
+    """Draw one chunk of samples from a trained pyramid."""
+    if trained.failed:
+        return ChunkResult(skipped=True)
     from singan_core.singan import SinGAN
 
     set_threads(spec.threads)
     try:
-        model = SinGAN.load(train_row["model_uri"], device=task_device())
+        model = SinGAN.load(trained.row["model_uri"], device=task_device())
         samples = model.sample(spec.count, scale_h=spec.scale_h, scale_v=spec.scale_v, seed=spec.seed,
                                batch_size=spec.count)
-        return {"rows": _sample_rows(spec, samples, (spec.scale_h, spec.scale_v)), "error": None}
+        return ChunkResult(_sample_rows(spec, samples, (spec.scale_h, spec.scale_v)))
     except Exception as e:  # noqa: BLE001
-        return {"rows": [], "error": f"sampling failed: {one_line(e)}"}
+        return ChunkResult(error=f"sampling failed: {one_line(e)}")
 
 
-def stitch_chunk(spec: SampleSpec, *train_rows: dict[str, Any]) -> dict[str, Any]:
+def stitch_chunk(spec: SampleSpec, *parts: Trained) -> ChunkResult:
     """High-Res: stitched samples from the base pyramid and the four quadrant pyramids (in HIGHRES_PARTS order)."""
-    if _skip_reason(train_rows):
-        return {"rows": [], "error": _skip_reason(train_rows), "skipped": True}
+    if any(part.failed for part in parts):
+        return ChunkResult(skipped=True)
     from singan_core.applications import highres
 
     set_threads(spec.threads)
     try:
-        urls = [r["model_uri"] for r in train_rows]
+        urls = [part.row["model_uri"] for part in parts]
         samples = highres.stitch(urls[0], urls[1:], n=spec.count, seed=spec.seed, device=task_device())
-        return {"rows": _sample_rows(spec, samples.clamp(-1, 1), (1.0, 1.0)), "error": None}
+        return ChunkResult(_sample_rows(spec, samples.clamp(-1, 1), (1.0, 1.0)))
     except Exception as e:  # noqa: BLE001
-        return {"rows": [], "error": f"stitching failed: {one_line(e)}"}
+        return ChunkResult(error=f"stitching failed: {one_line(e)}")
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -294,12 +320,12 @@ def _group(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in ("image_id", "config_hash", "variant_tag", "variant")}
 
 
-def evaluate_chunk(spec: EvalSpec, sampled: dict[str, Any]) -> dict[str, Any]:
+def evaluate_chunk(spec: EvalSpec, sampled: ChunkResult) -> ChunkResult:
     """Per-sample metrics (SIFID when its weights can be had, SWD, patch FD) of one chunk of samples."""
-    rows = sampled["rows"]
+    rows = sampled.rows
     names = tuple(m for m in spec.metrics if m != "diversity")
     if not rows or not names:
-        return {"rows": [], "notes": []}
+        return ChunkResult()
     from singan_core.metrics import evaluate
 
     set_threads(spec.threads)
@@ -308,26 +334,25 @@ def evaluate_chunk(spec: EvalSpec, sampled: dict[str, Any]) -> dict[str, Any]:
         real = _real_image(spec)
         result = evaluate(real, samples, names, inception_weights=spec.inception_weights, device="cpu",
                           seed=spec.seed, strict=False)
-        return {"rows": _metric_rows(rows, result.per_sample), "notes": list(result.errors.values())}
+        return ChunkResult(_metric_rows(rows, result.per_sample), notes=list(result.errors.values()))
     except Exception as e:  # noqa: BLE001 - a metric that cannot be computed is a note, not a failure
-        return {"rows": [], "notes": [f"evaluation failed: {one_line(e)}"]}
+        return ChunkResult(notes=[f"evaluation failed: {one_line(e)}"])
 
 
-def evaluate_set(spec: EvalSpec, *sampled: dict[str, Any]) -> dict[str, Any]:
+def evaluate_set(spec: EvalSpec, *sampled: ChunkResult) -> ChunkResult:
     """Set-level metrics (diversity) over all the samples of one image and variant."""
-    rows = [r for chunk in sampled for r in chunk["rows"]]
+    rows = [r for chunk in sampled for r in chunk.rows]
     if "diversity" not in spec.metrics or len(rows) < 2:
-        return {"rows": [], "notes": []}
+        return ChunkResult()
     from singan_core.metrics import diversity
 
     set_threads(spec.threads)
     try:
         samples = _load_samples(rows)
         value = diversity(samples, _real_image(spec))
-        return {"rows": [{**_group(rows[0]), "sample_index": None, "metric": "diversity", "value": value}],
-                "notes": []}
+        return ChunkResult([{**_group(rows[0]), "sample_index": None, "metric": "diversity", "value": value}])
     except Exception as e:  # noqa: BLE001
-        return {"rows": [], "notes": [f"diversity failed: {one_line(e)}"]}
+        return ChunkResult(notes=[f"diversity failed: {one_line(e)}"])
 
 
 # ---------------------------------------------------------------------------- Ray versions
@@ -342,10 +367,12 @@ remote_evaluate_set = ray.remote(max_retries=2)(evaluate_set)
 __all__ = [
     "FAULT_ENV",
     "HIGHRES_PARTS",
+    "ChunkResult",
     "EvalSpec",
     "ProgressBoard",
     "SampleSpec",
     "TrainSpec",
+    "Trained",
     "evaluate_chunk",
     "evaluate_set",
     "remote_evaluate",

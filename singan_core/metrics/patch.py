@@ -19,7 +19,7 @@ Patch SWD (`patch_swd`), with the defaults:
      This is the SW_1 of Karras et al.'s ProGAN SWD on one image pair, without their x1000 scaling and
      with all patches instead of a random subset.
 
-Patch Fréchet distance (`patch_fd`, the loss of seed 002 turned into a metric): every 11x11x3 patch (stride 1,
+Patch Fréchet distance (`patch_fd`, the loss of IMA206 turned into a metric): every 11x11x3 patch (stride 1,
 no padding) is a 363-dim vector in F.unfold's order; the Fréchet distance (float64) between the Gaussians
 (mean, unbiased covariance) of the real image's and the sample's patch vectors. The covariance is exact but
 built from 1 x p row windows instead of the unfolded patches (`_patch_moments_by_rows`), about 5x less arithmetic.
@@ -228,7 +228,7 @@ def patch_fd(
     patch_size: int = FD_PATCH,
     batch_size: int | None = None,
 ) -> torch.Tensor:
-    """Patch Fréchet distance of each sample to the real image (seed 002's statistic): float64 [B] on the CPU."""
+    """Patch Fréchet distance of each sample to the real image (IMA206's statistic): float64 [B] on the CPU."""
     real, samples = as_batch(real, "real"), as_batch(samples, "samples")
     if real.shape[0] != 1:
         raise ValueError(f"real must be one image, got a batch of {real.shape[0]}")
