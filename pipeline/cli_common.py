@@ -7,11 +7,13 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-import torch
 import typer
 
 from singan_core.config import Config, preset
+from singan_core.devices import set_threads
 from singan_core.images import ImageError
+
+__all__ = ["fail", "friendly_errors", "resolve_config", "set_threads"]
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -39,8 +41,3 @@ def resolve_config(preset_name: str, overrides: list[str] | None, seed: int | No
     """The preset, then the `--set name=value` overrides in order, then `--seed` when given."""
     cfg = preset(preset_name).override(overrides or [])
     return cfg.replace(seed=seed) if seed is not None else cfg
-
-
-def set_threads(threads: int) -> None:
-    if threads > 0:
-        torch.set_num_threads(threads)

@@ -17,6 +17,7 @@ import torch
 import typer
 
 from singan_core import SinGAN, preset
+from singan_core.devices import set_threads
 
 from .cli_common import fail, resolve_config
 from .cluster import connect
@@ -235,7 +236,7 @@ def log_comparison(tracking_uri: str, experiment: str, out: str, table: pd.DataF
 def _warm_up_task(threads: int) -> float:
     """A throwaway training: a fresh process's first one is seconds slower (kernel set-up), which
     would otherwise be charged to side A alone, as B's tasks run in the same, then warm, workers."""
-    torch.set_num_threads(threads)
+    set_threads(threads)
     t0 = time.perf_counter()
     SinGAN.train(torch.zeros(1, 3, 32, 32).uniform_(-1, 1), preset("test").replace(niter=2), progress=False)
     return time.perf_counter() - t0

@@ -19,7 +19,6 @@ scale k (0 = coarsest). The retry resumes after scale k, so each task dies once.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import traceback
@@ -32,7 +31,9 @@ import ray
 import torch
 
 from singan_core.config import Config
+from singan_core.devices import set_threads
 from singan_core.images import atomic_write, load_image, save_image
+from singan_core.singan import SinGAN, model_exists
 
 from .figures import loss_curves_png, png_bytes, sample_grid
 
@@ -134,11 +135,6 @@ def task_device() -> str:
     return "cuda" if has_gpu and torch.cuda.is_available() else "cpu"
 
 
-def set_threads(threads: int) -> None:
-    """Torch CPU threads = the task's CPUs (oversubscribed threads are many times slower)."""
-    torch.set_num_threads(max(1, int(threads)))
-
-
 def write_bytes(url: str, data: bytes) -> None:
     with atomic_write(url) as f:
         f.write(data)
@@ -146,11 +142,10 @@ def write_bytes(url: str, data: bytes) -> None:
 
 def finished_scales(model_url: str) -> int:
     """How many scales the checkpoint at `model_url` holds (0 when there is none)."""
-    import fsspec
-
+    if not model_exists(model_url):
+        return 0
     try:
-        with fsspec.open(f"{model_url.rstrip('/')}/model.json", "r") as f:
-            return len(json.load(f).get("stages", []))
+        return SinGAN.load(model_url, device="cpu").num_stages
     except (FileNotFoundError, ValueError):
         return 0
 
@@ -184,8 +179,6 @@ def _stage_callback(key: str, board: Any, fault_after: int | None):
 # ---------------------------------------------------------------------------- training
 def _train(spec: TrainSpec, image: torch.Tensor, cfg: Config, device: str, on_stage) -> tuple[str, Config, Any]:
     """Train the pyramid of `spec` (resumable); return its model URL, its config and its shapes."""
-    from singan_core.singan import SinGAN
-
     if spec.variant == "full":
         model = SinGAN.train(image, cfg, out=spec.model_url, device=device, progress=False, on_stage=on_stage)
         return spec.model_url, cfg, model
@@ -269,8 +262,6 @@ def sample_chunk(spec: SampleSpec, trained: Trained) -> ChunkResult:
     """Draw one chunk of samples from a trained pyramid."""
     if trained.failed:
         return ChunkResult(skipped=True)
-    from singan_core.singan import SinGAN
-
     set_threads(spec.threads)
     try:
         model = SinGAN.load(trained.row["model_uri"], device=task_device())
@@ -299,8 +290,6 @@ def stitch_chunk(spec: SampleSpec, *parts: Trained) -> ChunkResult:
 # ---------------------------------------------------------------------------- evaluation
 def _real_image(spec: EvalSpec) -> torch.Tensor:
     """x_0 of the trained model: the real image at the training size."""
-    from singan_core.singan import SinGAN
-
     return SinGAN.load(spec.real_model_url, device="cpu").reals[-1][:1]
 
 

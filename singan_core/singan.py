@@ -21,6 +21,7 @@ import fsspec
 import torch
 
 from .config import Config
+from .devices import resolve_device
 from .images import atomic_write, load_image, resize
 from .model import Discriminator, Generator
 
@@ -42,21 +43,10 @@ class Stage:
     discriminator: Discriminator | None = None  # kept for fine-tuning (paint-to-image quantization)
 
 
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name in (None, "", "auto"):
-        return default_device()
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but CUDA is not available")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device mps was asked for but MPS is not available")
-    return device
+def model_exists(url: str) -> bool:
+    """Whether a model (complete, or a checkpoint of the scales so far) was saved in the folder `url`."""
+    fs, path = fsspec.core.url_to_fs(f"{url.rstrip('/')}/model.json")  # written last by `save`
+    return fs.exists(path)
 
 
 def coarsest_noise(batch: int, shape: tuple[int, int], device: torch.device, generator=None) -> torch.Tensor:
@@ -319,7 +309,7 @@ class SinGAN:
         reals = [tensors[f"real.{k}"] for k in range(len(stages))]
         report = meta.get("report", {})  # model.json is written last, so this matches the stages loaded
         model = cls(config, stages, tensors["z_star"], reals, float(meta["scale_factor"]), report, meta.get("meta"))
-        return model.to(resolve_device(device) if device is not None else default_device())
+        return model.to(resolve_device(device))
 
 
 def _sub(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -22,16 +22,18 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import fsspec
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import Config
+from .devices import resolve_device
 from .images import resize
+from .metrics.frechet import psd_sqrt
+from .metrics.patch import pooled_patch_stats
 from .model import Discriminator, Generator
 from .pyramid import build_reals, pyramid_for
-from .singan import SinGAN, Stage, as_images, coarsest_noise, resolve_device, stage_noise
+from .singan import SinGAN, Stage, as_images, coarsest_noise, model_exists, stage_noise
 
 _SUBBATCH = 16  # bounds the memory of batched coarser-scale passes
 
@@ -45,23 +47,10 @@ def gradient_penalty(D: Discriminator, real: torch.Tensor, fake: torch.Tensor, w
     return weight * ((grad.norm(2, dim=1) - 1) ** 2).mean()
 
 
-def patch_stats(x: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and covariance of all patch_size x patch_size patches of x (each patch a 3*p*p vector)."""
-    p = F.unfold(x, patch_size).transpose(1, 2).reshape(-1, 3 * patch_size**2).double()
-    mu = p.mean(0)
-    d = p - mu
-    return mu, d.T @ d / max(p.shape[0] - 1, 1)
-
-
-def _sqrt_psd(m: torch.Tensor) -> torch.Tensor:
-    vals, vecs = torch.linalg.eigh(m)
-    return (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
-
-
 def frechet_patch_loss(real_mu: torch.Tensor, real_sqrt_cov: torch.Tensor, fake: torch.Tensor, patch_size: int):
     """||mu_r - mu_f||^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2)), with Tr((S_r S_f)^(1/2)) computed as
     Tr((S_r^(1/2) S_f S_r^(1/2))^(1/2)) from a symmetric eigen-decomposition (differentiable)."""
-    mu, cov = patch_stats(fake, patch_size)
+    mu, cov = pooled_patch_stats(fake, patch_size)
     m = real_sqrt_cov @ cov @ real_sqrt_cov
     m = (m + m.T) / 2
     tr_sqrt = torch.linalg.eigvalsh(m).clamp_min(1e-12).sqrt().sum()
@@ -156,8 +145,8 @@ def train_stage(
     if frechet:
         real_stats = []
         for i in range(M):
-            mu, cov = patch_stats(real[i : i + 1], cfg.patch_size)
-            real_stats.append((mu, _sqrt_psd(cov)))
+            mu, cov = pooled_patch_stats(real[i : i + 1], cfg.patch_size)
+            real_stats.append((mu, psd_sqrt(cov)))
 
     prevs = random_prevs(coarser, shape, cfg.prefetch * (dsteps + cfg.gsteps), device)
     if prev_transform is not None:
@@ -230,11 +219,6 @@ def prepare_reals(images: list[torch.Tensor], cfg: Config) -> tuple[list[torch.T
     return [torch.cat([r[k] for r in per_image]) for k in range(pyr.num_scales)], pyr.scale_factor
 
 
-def _model_exists(url: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(url.rstrip("/") + "/model.json")
-    return fs.exists(path)
-
-
 def train(
     image: torch.Tensor | str | Sequence[torch.Tensor | str],
     cfg: Config,
@@ -260,7 +244,7 @@ def train(
     stages: list[Stage] = []
     stage_reports: list[dict[str, Any]] = []
     z_star = torch.zeros(0)
-    if out is not None and _model_exists(out):
+    if out is not None and model_exists(out):
         done = SinGAN.load(out, device)
         if (done.meta.get("image_hash"), done.meta.get("config_hash")) != (meta["image_hash"], meta["config_hash"]):
             raise ValueError(f"{out} holds a model of another image or config; choose another output folder")

@@ -232,12 +232,13 @@ def test_epoch_decay_schedule():
 
 
 def test_frechet_patch_loss_is_zero_for_identical_images():
-    from singan_core.train import _sqrt_psd, frechet_patch_loss, patch_stats
+    from singan_core.metrics import pooled_patch_stats, psd_sqrt
+    from singan_core.train import frechet_patch_loss
 
     x = synthetic_image(30, 30)
-    mu, cov = patch_stats(x, 11)
-    assert frechet_patch_loss(mu, _sqrt_psd(cov), x, 11).item() == pytest.approx(0, abs=1e-3)
-    assert frechet_patch_loss(mu, _sqrt_psd(cov), x + 0.3 * torch.randn_like(x), 11).item() > 0.1
+    mu, cov = pooled_patch_stats(x, 11)
+    assert frechet_patch_loss(mu, psd_sqrt(cov), x, 11).item() == pytest.approx(0, abs=1e-3)
+    assert frechet_patch_loss(mu, psd_sqrt(cov), x + 0.3 * torch.randn_like(x), 11).item() > 0.1
 
 
 # ---------------------------------------------------------------- checkpoints and resume

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._common import as_batch, resolve_device
+from ..devices import resolve_device
+from ._common import as_batch
 from .diversity import diversity
 from .patch import patch_fd, patch_swd, swd_levels
 from .sifid import MissingWeightsError, load_inception, sifid

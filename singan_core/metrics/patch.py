@@ -180,9 +180,17 @@ def patch_stats(images: torch.Tensor, patch_size: int = FD_PATCH) -> tuple[torch
     return torch.stack(mus), torch.stack(sigmas)
 
 
+def pooled_patch_stats(x: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean [d] and unbiased covariance [d, d] (float64) of every p x p patch of x [B, C, H, W], the patches of
+    all B images pooled, d = C p^2: the direct route (F.unfold), differentiable, so the Fréchet patch loss of
+    training (`adv_loss="frechet-patch"`) takes it on G_n's output."""
+    patches = F.unfold(x, patch_size).transpose(1, 2).reshape(-1, x.shape[1] * patch_size**2)
+    return gaussian_stats(patches)
+
+
 def _patch_moments_unfold(x: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The direct route: every patch as a column of F.unfold, then mean and covariance. x [C, H, W] float64."""
-    return gaussian_stats(F.unfold(x.unsqueeze(0), p)[0].T)
+    """The direct route for one image x [C, H, W] (float64)."""
+    return pooled_patch_stats(x.unsqueeze(0), p)
 
 
 def _patch_moments_by_rows(x: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
