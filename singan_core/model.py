@@ -37,12 +37,15 @@ def _body(channels: int, num_layer: int, ker_size: int, out_channels: int) -> tu
     return head, body, tail
 
 
-def init_weights(module: nn.Module) -> None:
-    """The reference initialisation: convs N(0, 0.02), BatchNorm scale N(1, 0.02), biases 0."""
+def init_weights(module: nn.Module, bias_init: str = "zero") -> None:
+    """The reference initialisation: convs N(0, 0.02), BatchNorm scale N(1, 0.02) and shift 0. Conv biases
+    are zeroed (`zero`) or keep torch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (`torch`, as the authors'
+    code leaves them; only the tail's bias matters, BatchNorm cancels the others)."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.normal_(m.weight, 0.0, 0.02)
-            nn.init.zeros_(m.bias)
+            if bias_init == "zero":
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
@@ -52,14 +55,20 @@ class Generator(nn.Module):
     """G_n. `padding` is zero | constant | replicate | circular; `pad_value` is used by constant."""
 
     def __init__(
-        self, channels: int, num_layer: int = 5, ker_size: int = 3, padding: str = "zero", pad_value: float = 0.0
+        self,
+        channels: int,
+        num_layer: int = 5,
+        ker_size: int = 3,
+        padding: str = "zero",
+        pad_value: float = 0.0,
+        bias_init: str = "zero",
     ) -> None:
         super().__init__()
         self.head, self.body, self.tail = _body(channels, num_layer, ker_size, 3)
         self.pad = num_layer * (ker_size - 1) // 2
         self.padding = padding
         self.register_buffer("pad_value", torch.tensor(float(pad_value)))
-        init_weights(self)
+        init_weights(self, bias_init)
 
     def pad_input(self, x: torch.Tensor) -> torch.Tensor:
         p = (self.pad,) * 4
@@ -78,10 +87,10 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """D_n: the same body as psi_n with a one-channel patch map; score = map.mean()."""
 
-    def __init__(self, channels: int, num_layer: int = 5, ker_size: int = 3) -> None:
+    def __init__(self, channels: int, num_layer: int = 5, ker_size: int = 3, bias_init: str = "zero") -> None:
         super().__init__()
         self.head, self.body, self.tail = _body(channels, num_layer, ker_size, 1)
-        init_weights(self)
+        init_weights(self, bias_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tail(self.body(self.head(x)))
