@@ -33,11 +33,11 @@ def train(
     quiet: Quiet = False,
 ) -> None:
     """Train a SinGAN pyramid, coarse to fine. Saves after every scale; re-running resumes."""
-    from singan_core.singan import SinGAN
+    import singan_core
 
     set_threads(threads)
     cfg = resolve_config(preset_name, overrides, seed)
-    model = SinGAN.train(images if len(images) > 1 else images[0], cfg, out=out, device=device, progress=not quiet)
+    model = singan_core.train(images if len(images) > 1 else images[0], cfg, out=out, device=device, progress=not quiet)
     rep = model.report
     typer.echo(
         f"trained {rep['num_scales']} scales ({rep['total_iterations']} iterations) in "

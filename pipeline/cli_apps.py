@@ -68,8 +68,8 @@ def sr_command(
     quiet: Quiet = False,
 ) -> None:
     """Super-resolve an image: train on it (SR pyramid, steps of ~2^(1/3)), then apply G_0 step by step."""
+    from singan_core import train
     from singan_core.applications.sr import sr_config, sr_steps, super_resolve
-    from singan_core.singan import SinGAN
 
     set_threads(threads)
     steps, step = sr_steps(factor)
@@ -77,7 +77,7 @@ def sr_command(
     cfg = sr_config(preset(preset_name), factor, tuple(x.shape[-2:])).override(overrides or [])  # --set wins
     cfg = cfg.replace(seed=seed) if seed is not None else cfg
     with tempfile.TemporaryDirectory(prefix="singan-sr-") as tmp:
-        model = SinGAN.train(x, cfg, out=model_dir or tmp, device=device, progress=not quiet)
+        model = train(x, cfg, out=model_dir or tmp, device=device, progress=not quiet)
         y = super_resolve(model, factor, x)
     save_image(y, out)
     typer.echo(f"wrote {out}: {_size(y)} from {_size(x)} ({steps} steps of x{step:.3f})")

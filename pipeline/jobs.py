@@ -16,7 +16,7 @@ import ray
 import torch
 import typer
 
-from singan_core import SinGAN, preset
+from singan_core import preset, train
 from singan_core.devices import set_threads
 
 from .cli_common import fail, resolve_config
@@ -238,7 +238,7 @@ def _warm_up_task(threads: int) -> float:
     would otherwise be charged to side A alone, as B's tasks run in the same, then warm, workers."""
     set_threads(threads)
     t0 = time.perf_counter()
-    SinGAN.train(torch.zeros(1, 3, 32, 32).uniform_(-1, 1), preset("test").replace(niter=2), progress=False)
+    train(torch.zeros(1, 3, 32, 32).uniform_(-1, 1), preset("test").replace(niter=2), progress=False)
     return time.perf_counter() - t0
 
 

@@ -9,7 +9,7 @@ The driver chains them:
 
 High-Res mode: five train_variant calls (base, q0..q3) feed each stitch_chunk instead of sample_chunk.
 
-Training saves a checkpoint after every scale (SinGAN.train(out=...)); when Ray retries a task whose
+Training saves a checkpoint after every scale (singan_core.train(out=...)); when Ray retries a task whose
 worker died, the new attempt resumes from the last finished scale.
 
 Fault injection (for tests and drills): with the environment variable SINGAN_FAULT_EXIT_AFTER_SCALE=k
@@ -34,6 +34,7 @@ from singan_core.config import Config
 from singan_core.devices import set_threads
 from singan_core.images import atomic_write, load_image, save_image
 from singan_core.singan import SinGAN, model_exists
+from singan_core.train import train
 
 from .figures import loss_curves_png, png_bytes, sample_grid
 
@@ -180,7 +181,7 @@ def _stage_callback(key: str, board: Any, fault_after: int | None):
 def _train(spec: TrainSpec, image: torch.Tensor, cfg: Config, device: str, on_stage) -> tuple[str, Config, Any]:
     """Train the pyramid of `spec` (resumable); return its model URL, its config and its shapes."""
     if spec.variant == "full":
-        model = SinGAN.train(image, cfg, out=spec.model_url, device=device, progress=False, on_stage=on_stage)
+        model = train(image, cfg, out=spec.model_url, device=device, progress=False, on_stage=on_stage)
         return spec.model_url, cfg, model
     from singan_core.applications import highres
 

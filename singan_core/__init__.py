@@ -1,13 +1,15 @@
 """SinGAN in plain PyTorch: config, images, pyramid, model, training, sampling, applications, metrics.
 
-    from singan_core import SinGAN, preset
-    model = SinGAN.train("photo.png", preset("quick"))
+    from singan_core import SinGAN, preset, train
+    model = train("photo.png", preset("quick"))      # a SinGAN: the trained pyramid
     samples = model.sample(8, scale_h=1.5, seed=0)   # [8, 3, H, 1.5 W] in [-1, 1]
+    model = SinGAN.load("models/photo")              # one saved by train(..., out="models/photo")
 """
 
 from .config import PRESETS, Config, preset
 from .images import ImageError, load_image, save_image
 from .singan import SinGAN
+from .train import train
 
-__all__ = ["PRESETS", "Config", "ImageError", "SinGAN", "load_image", "preset", "save_image"]
+__all__ = ["PRESETS", "Config", "ImageError", "SinGAN", "load_image", "preset", "save_image", "train"]
 __version__ = "0.1.0"

@@ -72,7 +72,7 @@ def stage_noise(k: int, batch: int, shape: tuple[int, int], device: torch.device
 
 
 class SinGAN:
-    """A trained (or partly trained) pyramid. Build with `SinGAN.train` or `SinGAN.load`."""
+    """A trained (or partly trained) pyramid. Made by `singan_core.train(image, config)` or `SinGAN.load`."""
 
     def __init__(
         self,
@@ -225,23 +225,6 @@ class SinGAN:
     def reconstruct(self, image_index: int = 0) -> torch.Tensor:
         """x~rec_0 = the pyramid run on {z*, 0, ..., 0}; close to x_0 after training."""
         return self.generate(1, fixed_noise_stages=self.num_stages, image_index=image_index).clamp(-1, 1)
-
-    # ------------------------------------------------------------------ training
-    @classmethod
-    def train(
-        cls,
-        image: torch.Tensor | str | Sequence[torch.Tensor | str],
-        config: Config,
-        *,
-        out: str | None = None,
-        device: str | torch.device | None = None,
-        progress: bool = True,
-        on_stage: Callable[[dict[str, Any]], None] | None = None,
-    ) -> SinGAN:
-        """Train a pyramid on an image (tensor or URL) or several (DoubleGAN). See `train.train`."""
-        from .train import train
-
-        return train(image, config, out=out, device=device, progress=progress, on_stage=on_stage)
 
     # ------------------------------------------------------------------ persistence
     def state_tensors(self) -> dict[str, torch.Tensor]:

@@ -4,7 +4,7 @@ Scale n is trained after every coarser scale is frozen, with
 
     min_{G_n} max_{D_n}  L_adv(G_n, D_n) + alpha * L_rec(G_n)
 
-L_adv is WGAN-GP (or, as a variant from seed 002, a Frechet distance between the 11x11 patch
+L_adv is WGAN-GP (or, as a variant from IMA206, a Frechet distance between the 11x11 patch
 statistics of x_n and of the fake, with no discriminator). L_rec = ||G_n(0, up(x~rec_{n+1})) - x_n||^2
 on the fixed noise {z*, 0, ..., 0}. sigma_n = noise_amp * RMSE(x_n, up(x~rec_{n+1})).
 
@@ -60,7 +60,7 @@ def frechet_patch_loss(real_mu: torch.Tensor, real_sqrt_cov: torch.Tensor, fake:
 
 # ---------------------------------------------------------------------------- helpers
 def border_mean(x: torch.Tensor) -> float:
-    """Mean of the border pixels of x (the `constant` padding value of seed 002)."""
+    """Mean of the border pixels of x (the `constant` padding value of IMA206)."""
     edges = (x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1])
     border = torch.cat([e.flatten() for e in edges])
     return float(border.mean())
@@ -244,7 +244,7 @@ def train(
     progress: bool = True,
     on_stage: Callable[[dict[str, Any]], None] | None = None,
 ) -> SinGAN:
-    """Train a SinGAN pyramid on one image (or several: seed 000's DoubleGAN).
+    """Train a SinGAN pyramid on one image (or several: DoubleGAN); returns the trained SinGAN.
 
     With `out`, the pyramid so far is saved there after every scale, and a run restarted into the
     same folder (same image, same config) resumes from the last finished scale.

@@ -27,6 +27,7 @@ import torch
 from ..config import Config
 from ..images import resize
 from ..singan import SinGAN
+from ..train import train
 from .common import as_image, check_start_scale, injection_input, seeded
 from .harmonize import blend_mask
 
@@ -111,7 +112,7 @@ def train_part(
 ) -> str:
     """Train one of the five pyramids of `image` into the folder `out` (resumable) and return `out`."""
     x = part_image(full_image(image, cfg), part)
-    SinGAN.train(x, highres_config(cfg, part), out=out, device=device, progress=progress, on_stage=on_stage)
+    train(x, highres_config(cfg, part), out=out, device=device, progress=progress, on_stage=on_stage)
     return out
 
 
