@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from singan_core.config import Config
-
 if TYPE_CHECKING:
+    from singan_core.config import Config
+
     from .plan import Plan
     from .rows import Finished
 
