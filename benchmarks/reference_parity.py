@@ -6,7 +6,8 @@
 
 `--import-authors` copies the small results of finished runs of ../shared/reference/train_official.py (a run is
 finished when its timing.json exists) to benchmarks/results/authors/<stem>_ms<S>_n<N>_s<seed>/: the samples and
-rec.png as RGB PNGs (theirs are matplotlib's RGBA, alpha always opaque), timing.json, and noise_amp.json (their
+rec.png as RGB PNGs (theirs are matplotlib's RGBA, alpha always opaque), x0.png (their own x_0, the finest
+real_scale.png), timing.json, and noise_amp.json (their
 per-scale sigma from TrainedModels/.../NoiseAmp.pth, loaded with weights_only=True; null with a note if it does
 not load). Their weights are never copied.
 
@@ -28,6 +29,8 @@ of each bin (+1/255 in [-1, 1], clamped); without that their means would read 0.
 If their images differ from x_0 in shape (their pyramid resizes with their own imresize), patch SWD compares the
 two patch distributions as they are (it accepts different sizes), diversity, contrast and drift need no common
 size, and only their rec.png is resized to x_0's shape (the project's antialiased bicubic) for the RMSE.
+Their own x_0 (their imresize) is not quite ours: the RMSE between the two, and their rec's RMSE against their own
+x_0, are printed once and in the CSV (x0_rmse_authors, rec_rmse_own_x0_authors).
 
 Per variant it prints the issue's table and a summary over the images with the issue's part-2 targets, each
 checked per image: patch SWD at most 1.05x theirs, diversity within 10% of theirs, rec RMSE no worse, every
@@ -104,6 +107,9 @@ def import_authors(run: Path, authors: Path) -> None:
         (tmp / "samples").mkdir(parents=True)
         for src, dst in [(p, tmp / "samples" / p.name) for p in samples] + [(run / "rec.png", tmp / "rec.png")]:
             Image.open(src).convert("RGB").save(dst)
+        finest = max(run.glob("TrainedModels/*/*/*/real_scale.png"), key=lambda q: int(q.parent.name), default=None)
+        if finest is not None:  # their own x_0 (their imresize), to see how far it is from ours
+            Image.open(finest).convert("RGB").save(tmp / "x0.png")
         shutil.copyfile(run / "timing.json", tmp / "timing.json")
         noise = authors_noise_amps(run)
         (tmp / "noise_amp.json").write_text(json.dumps(noise, indent=1) + "\n")
@@ -125,8 +131,9 @@ def load_authors(folder: Path, n: int) -> dict:
     paths = sorted((folder / "samples").glob("*.png"))[:n]
     timing = json.loads((folder / "timing.json").read_text())
     noise = json.loads((folder / "noise_amp.json").read_text())["noise_amp"]
+    own_x0 = read_authors_png(folder / "x0.png") if (folder / "x0.png").is_file() else None
     return {"samples": torch.cat([read_authors_png(p) for p in paths]), "rec": read_authors_png(folder / "rec.png"),
-            "noise_amp": noise, "wall_s": timing["train_s"]}
+            "noise_amp": noise, "wall_s": timing["train_s"], "own_x0": own_x0}
 
 
 # ---------------------------------------------------------------------------- ours
@@ -165,14 +172,21 @@ def load_ours(out: Path, n: int) -> dict:
 
 
 # ---------------------------------------------------------------------------- measuring
+def rmse(a: torch.Tensor, x0: torch.Tensor) -> float:
+    a = resize(a, tuple(x0.shape[-2:])) if a.shape != x0.shape else a
+    return float((a - x0).pow(2).mean().sqrt())
+
+
 def measure(x0: torch.Tensor, run: dict) -> dict:
     samples, rec = run["samples"], run["rec"]
-    rec = resize(rec, tuple(x0.shape[-2:])) if rec.shape != x0.shape else rec
     swd = sum(float(patch_swd(x0, samples, seed=s).mean()) for s in SWD_SEEDS) / len(SWD_SEEDS)
     contrast = samples.std(dim=(0, 2, 3), unbiased=False) / x0.std(dim=(0, 2, 3), unbiased=False)
     drift = samples.mean(dim=(0, 2, 3)) - x0.mean(dim=(0, 2, 3))
     sigma = (run["noise_amp"] or [float("nan")] * 3) + [float("nan")] * 3
-    return {"swd": swd, "diversity": diversity(samples, x0), "rec_rmse": float((rec - x0).pow(2).mean().sqrt()),
+    extra = {}
+    if run.get("own_x0") is not None:  # the authors' side only: their x_0 against ours, their rec against theirs
+        extra = {"x0_rmse": rmse(run["own_x0"], x0), "rec_rmse_own_x0": rmse(rec, run["own_x0"])}
+    return {"swd": swd, "diversity": diversity(samples, x0), "rec_rmse": rmse(rec, x0), **extra,
             "contrast": contrast.tolist(), "drift": drift.tolist(), "sigma2": float(sigma[1]),
             "sigma3": float(sigma[2]), "wall_s": float(run["wall_s"]), "shape": "x".join(map(str, samples.shape[-2:]))}
 
@@ -226,7 +240,7 @@ def write_outputs(out: Path, rows: list[dict], grids: dict[str, list[tuple[str, 
                     row[f"{key}_{side}"] = value
         flat.append(row)
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(flat[0]))
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for row in flat for k in row)))
     writer.writeheader()
     writer.writerows(flat)
     with atomic_write(str(out / "parity.csv"), "w") as f:
@@ -336,6 +350,9 @@ def main() -> None:
     for image in args.images:
         theirs = [authors[image]["rec"][0], *authors[image]["samples"][:SHOWN]]
         grids[image.stem] = [("x_0", [x0s[image][0][0]]), ("authors'", theirs)]
+    print("\nthe authors' own x_0 (their imresize) against ours, RMSE; their rec against their own x_0: "
+          + ", ".join(f"{i.stem} {m.get('x0_rmse', float('nan')):.4f}; {m.get('rec_rmse_own_x0', float('nan')):.4f}"
+                      for i, m in authors_measured.items()))
     for name, cfg in variants.items():
         block = []
         for image in args.images:

@@ -31,7 +31,9 @@ def _authors_run(run: Path) -> np.ndarray:
         Image.fromarray(rgba).save(run / "samples" / f"{i:03d}.png")
     Image.fromarray(rgba).save(run / "rec.png")
     models = run / "TrainedModels" / "photo" / "scale_factor=0.750000,alpha=10"
-    (models / "0").mkdir(parents=True)
+    for scale in (0, 1):  # their real x_n per scale; the finest (highest number) is their x_0
+        (models / str(scale)).mkdir(parents=True)
+        Image.fromarray(rgba if scale else rgba[:10, :15]).save(models / str(scale) / "real_scale.png")
     torch.save([1, torch.tensor(0.03), torch.tensor(0.015)], models / "NoiseAmp.pth")
     torch.save({"w": torch.zeros(2)}, models / "0" / "netG.pth")
     timing = {"image": "/somewhere/photo.png", "max_size": 96, "niter": 500, "seed": 1, "extra_args": [],
@@ -47,7 +49,7 @@ def test_import_converts_to_rgb_reads_noise_amps_and_copies_no_weights(tmp_path)
     assert done.returncode == 0, done.stderr
     dest = authors / "photo_ms96_n500_s1"
     assert sorted(p.name for p in (dest / "samples").iterdir()) == ["000.png", "001.png", "002.png"]
-    for png in [dest / "rec.png", *(dest / "samples").iterdir()]:
+    for png in [dest / "rec.png", dest / "x0.png", *(dest / "samples").iterdir()]:
         img = Image.open(png)
         assert img.mode == "RGB" and img.size == (30, 20)
         assert np.array_equal(np.asarray(img), rgba[..., :3])
