@@ -60,7 +60,7 @@ from singan_core.images import ImageError, atomic_write, load_image, resize, to_
 from singan_core.metrics.diversity import diversity
 from singan_core.metrics.patch import patch_swd
 from singan_core.singan import SinGAN
-from singan_core.train import prepare_reals
+from singan_core.train import prepare_reals, train
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTHORS = ROOT / "benchmarks" / "results" / "authors"
@@ -149,7 +149,7 @@ def train_one(image: str, label: str, cfg: Config, out: str) -> float:
         print(f"  {label}: scale {r['stage'] + 1} ({r['shape'][0]}x{r['shape'][1]}) in {r['seconds']:.0f} s",
               flush=True)
 
-    model = SinGAN.train(image, cfg, out=out, progress=False, on_stage=on_stage)
+    model = train(image, cfg, out=out, progress=False, on_stage=on_stage)
     return model.report["total_seconds"]
 
 
