@@ -70,6 +70,9 @@ def connect(address: str | None, *, wait_s: float = ADDRESS_WAIT_S, probe_s: flo
         ray.init(address=target, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     except ConnectionError as e:
         raise ClusterUnreachableError(f"cannot join the Ray cluster {target!r}: {_first_line(e)}") from None
+    except KeyboardInterrupt:
+        ray.shutdown()  # Ctrl-C while Ray starts: stop what has started now, not in the interpreter's exit
+        raise
     finally:
         auth_log.removeFilter(quiet)
     return Connection(True, note)
