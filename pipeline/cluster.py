@@ -1,6 +1,6 @@
 """The Ray cluster a job runs on: joining it, and what each task may ask of it.
 
-    connect(None)                                   # $RAY_ADDRESS, a running local head, or a new local Ray
+    joined = connect(None)      # $RAY_ADDRESS, a running local head that answers, or a new private local Ray
     res = plan_resources(live_nodes(), num_cpus=1, gpus_per_task=0.25)
     slots(live_nodes(), res)                        # how many training tasks fit at once
 """
@@ -8,6 +8,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,14 +30,140 @@ class TaskResources:
         return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
 
 
-def connect(address: str | None) -> bool:
-    """Join the Ray cluster at `address` ("auto", "ray://...", "local" for a private one; None: the
-    cluster of $RAY_ADDRESS or a running local head, else a new local one, without the dashboard, which
-    costs a 2-core machine more than it shows). True when this call connected."""
+# ---------------------------------------------------------------------------- joining a cluster
+HEAD_PROBE_S = 3.0  # a head named by Ray's ray_current_cluster file must answer within this, else a private Ray
+ADDRESS_WAIT_S = 10.0  # an address the user gave ($RAY_ADDRESS, --address) is tried for this long
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+
+
+class ClusterUnreachableError(ValueError):
+    """The Ray cluster asked for does not answer (one line; a bad --address / $RAY_ADDRESS)."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What `connect` did: `started` when this call connected (the caller disconnects at the end);
+    `note` when it chose a private local Ray because the head on record does not answer."""
+
+    started: bool
+    note: str | None = None
+
+
+def connect(address: str | None, *, wait_s: float = ADDRESS_WAIT_S, probe_s: float = HEAD_PROBE_S) -> Connection:
+    """Join the Ray cluster at `address` ("auto", "host:port", "ray://...", "local" for a private one; None:
+    the cluster of $RAY_ADDRESS or a running local head, else a new private local Ray), without the
+    dashboard, which costs a 2-core machine more than it shows.
+
+    Every address is checked to answer before Ray is asked to join it (Ray's own join retries a dead head
+    without end and does not see Ctrl-C meanwhile): a head Ray only has on record that does not answer
+    within `probe_s` gives way to a private local Ray, with a note; an address the user gave that does
+    not answer within `wait_s` raises ClusterUnreachableError.
+    """
     if ray.is_initialized():
+        return Connection(False)
+    target, note = choose_cluster(address, wait_s=wait_s, probe_s=probe_s)
+    auth_log = logging.getLogger(_AUTH_LOGGER)
+    quiet = _DefaultAuthNotice()
+    if target == "local":
+        auth_log.addFilter(quiet)
+    try:
+        ray.init(address=target, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    except ConnectionError as e:
+        raise ClusterUnreachableError(f"cannot join the Ray cluster {target!r}: {_first_line(e)}") from None
+    except KeyboardInterrupt:
+        ray.shutdown()  # Ctrl-C while Ray starts: stop what has started now, not in the interpreter's exit
+        raise
+    finally:
+        auth_log.removeFilter(quiet)
+    return Connection(True, note)
+
+
+def choose_cluster(address: str | None, *, wait_s: float = ADDRESS_WAIT_S,
+                   probe_s: float = HEAD_PROBE_S) -> tuple[str, str | None]:
+    """The address to give `ray.init` ('local': start a private Ray) and a note for the user, or
+    ClusterUnreachableError. $RAY_ADDRESS counts as given when `address` is None or 'auto', as in Ray."""
+    given = address if address not in (None, "auto") else (os.environ.get("RAY_ADDRESS") or address)
+    if given == "local":
+        return "local", None
+    if given not in (None, "auto"):
+        if not wait_for_answer(given, wait_s, probe_s):
+            raise ClusterUnreachableError(f"the Ray cluster at {given} does not answer (tried for {wait_s:g} s); "
+                                     "check --address / $RAY_ADDRESS, or use --address local")
+        return given, None
+    recorded, where = recorded_head()
+    if recorded is None:
+        return ("auto", None) if given == "auto" else ("local", None)  # Ray's 'auto' also finds heads by process
+    if answers(recorded, probe_s):
+        return recorded, None
+    if given == "auto":
+        raise ClusterUnreachableError(f"the Ray head at {recorded} (named in {where}) does not answer")
+    return "local", f"the Ray head at {recorded} named in {where} does not answer: started a private local Ray"
+
+
+def recorded_head() -> tuple[str | None, str]:
+    """The head address in Ray's `ray_current_cluster` file (written by `ray start`, left behind when the head
+    dies without `ray stop`) and the file's path; Ray 2.60 keeps it in $RAY_TMPDIR (else $TMPDIR, else /tmp)/ray."""
+    from ray._common.utils import get_ray_address_file
+
+    path = get_ray_address_file(None)
+    try:
+        with open(path) as f:
+            return f.read().strip() or None, path
+    except OSError:
+        return None, path
+
+
+def wait_for_answer(address: str, wait_s: float, probe_s: float) -> bool:
+    """Whether the cluster at `address` answers within `wait_s` (tried about once a second)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        if answers(address, min(probe_s, max(0.1, deadline - time.monotonic()))):
+            return True
+        if time.monotonic() + 1.0 > deadline:
+            return False
+        time.sleep(1.0)
+
+
+def answers(address: str, timeout_s: float) -> bool:
+    """Whether a gRPC server (a Ray GCS or Ray Client server) answers at `address` within `timeout_s`: it
+    must accept a connection and reply to the HTTP/2 preface with a SETTINGS frame, so a dead head's port
+    and a port reused by another program both count as not answering. Plain Python: Ctrl-C works here."""
+    host, port = _host_port(address)
+    deadline = time.monotonic() + timeout_s
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return True  # a TLS server waits for a TLS hello: the open port is all a plain probe can see
+            sock.sendall(_HTTP2_PREFACE)
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            reply = sock.recv(9)
+    except OSError:
         return False
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
-    return True
+    return len(reply) >= 4 and reply[3] == 0x04  # frame header: 3 bytes length, 1 byte type (4 = SETTINGS)
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    rest = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ClusterUnreachableError(f"Ray address {address!r} is not host:port (or ray://host:port, auto, local)")
+    return host.strip("[]"), int(port)
+
+
+_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"  # Ray 2.60
+
+
+class _DefaultAuthNotice(logging.Filter):
+    """Drops Ray's warning that it turned token authentication on for a new local cluster: for the private
+    Ray a job starts for itself that is the right mode, not news (a mode set in $RAY_AUTH_MODE is Ray's)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 def live_nodes() -> list[dict[str, float]]:

@@ -36,43 +36,60 @@ def is_image_name(path: str) -> bool:
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _full_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    """Local paths stay plain paths; other filesystems keep their protocol (s3://, gs://, memory://...)."""
-    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+def _full_url(fs: fsspec.AbstractFileSystem, path: str, keep_protocol: bool) -> str:
+    """A found file's URL as the user wrote the input: local paths stay plain paths unless the input was a
+    file:// URL; other filesystems keep their protocol (s3://, gs://...)."""
+    return path if isinstance(fs, LocalFileSystem) and not keep_protocol else fs.unstrip_protocol(path)
 
 
 def _under(path: str, folders: Iterable[str]) -> bool:
     return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
 
 
-def discover_images(input_url: str, exclude: Iterable[str] = ()) -> list[str]:
-    """Every image (png, jpg, jpeg, webp, bmp, tif/tiff; any letter case) under `input_url`, sorted.
+@dataclass(frozen=True)
+class Discovery:
+    """The files under an input: the images taken, and the other (visible) files, not taken for their
+    extension."""
+
+    images: list[str]
+    others: list[str]
+
+
+def discover_files(input_url: str, exclude: Iterable[str] = ()) -> Discovery:
+    """Every image (png, jpg, jpeg, webp, bmp, tif/tiff; any letter case) under `input_url`, sorted, and the
+    other files found there (sorted), which the job lists as not taken.
 
     `input_url` may be a folder (searched recursively), a glob pattern or a single file (used
     whatever its extension, so a wrongly named file still gets a clear error of its own). Hidden
-    files and folders are skipped, and so are the folders in `exclude` (the job's own output).
+    files and folders are skipped, and so are the paths in `exclude` (the job's own output).
     """
     fs, path = fsspec.core.url_to_fs(input_url)
+    keep = "://" in input_url
     excluded = [fsspec.core.url_to_fs(url)[1].rstrip("/") for url in exclude]
     if _GLOB_CHARS & set(path):
         found = [p for p in fs.glob(path) if fs.isfile(p)]
     elif fs.isfile(path):
-        return [_full_url(fs, path)]
+        return Discovery([_full_url(fs, path, keep)], [])
     elif fs.isdir(path):
         found = fs.find(path)
     else:
         raise FileNotFoundError(f"{input_url}: no such file or folder")
     root = path.rstrip("/")
-    images = []
+    images, others = [], []
     for p in found:
         relative = p[len(root):] if p.startswith(root) else p
-        if any(part.startswith(".") for part in relative.split("/") if part):
+        if any(part.startswith(".") for part in relative.split("/") if part) or _under(p, excluded):
             continue
-        if is_image_name(p) and not _under(p, excluded):
-            images.append(_full_url(fs, p))
+        (images if is_image_name(p) else others).append(_full_url(fs, p, keep))
     if not images:
-        raise ValueError(f"{input_url}: no images found ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)})")
-    return sorted(images)
+        left = f"; {len(others)} other file(s), e.g. {os.path.basename(others[0])}" if others else ""
+        raise ValueError(f"{input_url}: no images found ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}){left}")
+    return Discovery(sorted(images), sorted(others))
+
+
+def discover_images(input_url: str, exclude: Iterable[str] = ()) -> list[str]:
+    """The images of `discover_files`."""
+    return discover_files(input_url, exclude).images
 
 
 def content_hash(url: str, chunk_size: int = 1 << 20) -> str:

@@ -23,7 +23,7 @@ from .cli_common import fail, resolve_config
 from .cluster import connect
 from .compare import TOTAL, Variant, compare_runs, format_table, resolve_pair, total_summary
 from .options import split_metrics
-from .plan import absolute
+from .plan import absolute, check_storage
 from .progress import counts_line
 from .results import write_parquet
 from .run import RunSummary, run_dataset
@@ -173,8 +173,11 @@ def benchmark_epoch_decay(
     if seed is not None:
         pair = tuple(Variant(v.tag, v.config.replace(seed=seed), v.spec) for v in pair)
     out = absolute(out)
+    check_storage(input_url, out)  # before Ray starts (each side's job checks its own folder again)
     uri = default_tracking_uri(out, tracking_uri)
-    started = connect(address)  # one Ray session for both sides
+    joined = connect(address)  # one Ray session for both sides
+    if joined.note and not quiet:
+        typer.echo(f"note: {joined.note}", err=True)
     try:
         if warmup:
             slots = warm_up_workers(cpus_per_task)
@@ -193,7 +196,7 @@ def benchmark_epoch_decay(
             if summaries[-1].interrupted:
                 raise fail("interrupted", 130)
     finally:
-        if started:
+        if joined.started:
             ray.shutdown()
     (runs_a, metrics_a), (runs_b, metrics_b) = (job_tables(s) for s in summaries)
     table = compare_runs(runs_a, runs_b, metrics_a, metrics_b)

@@ -1,6 +1,7 @@
 """The job's plan: its checked options, where every output goes, and which images are left to do.
 
     check_options(samples=20, scale_h=1.0, scale_v=1.0, tag="", sample_batch=16)
+    check_storage("photos/", "/abs/results")           # outputs a job can write, before Ray or MLflow start
     plan, notes = make_plan("/abs/results", preset("quick"), samples=20, metrics=("swd",))
     triage = sort_out([identify(url) for url in urls], previous_results(runs, plan))
 
@@ -14,7 +15,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import fsspec
 import pandas as pd
+from fsspec.implementations.local import LocalFileSystem
 
 from singan_core.config import Config
 
@@ -24,6 +27,9 @@ from .tasks import FAULT_ENV, HIGHRES_PARTS
 
 PERMANENT_ERRORS = ("ImageError",)  # bad input: the same bytes fail the same way, a re-run skips them
 OUTPUT_FOLDERS = ("models", "samples", "plots", "mlartifacts")  # never read back as input images
+OUTPUT_FILES = ("runs.parquet", "samples.parquet", "metrics.parquet", "metrics_summary.parquet", "skipped.parquet",
+                "mlflow.db", "comparison.parquet", "manifest.parquet")  # nor listed as files not taken
+PROCESS_LOCAL_PROTOCOLS = ("memory",)  # each Ray worker would write into a filesystem of its own
 _TAG_RE = re.compile(r"^[A-Za-z0-9_.-]*$")
 
 
@@ -45,6 +51,11 @@ class Layout:
 
     def plot(self, group: str, variant: str, name: str) -> str:
         return f"{self.out}/plots/{group}/{variant}/{name}"
+
+
+def job_outputs(out: str) -> list[str]:
+    """The job's own folders and files under `out`: never taken as input images, nor listed as not taken."""
+    return [f"{out}/{name}" for name in (*OUTPUT_FOLDERS, *OUTPUT_FILES)]
 
 
 def absolute(url: str) -> str:
@@ -139,6 +150,28 @@ def check_options(*, samples: int, scale_h: float, scale_v: float, tag: str, sam
         raise ValueError("sample_batch must be at least 1")
 
 
+def check_storage(input_url: str, out: str) -> None:
+    """Raise ValueError (one line) for an input or output a Ray job cannot use, before anything starts:
+    a filesystem local to one process (memory://), an --out that is a file, or one that cannot be written."""
+    for name, url in (("INPUT", input_url), ("--out", out)):
+        fs = fsspec.core.url_to_fs(url)[0]
+        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+        if set(protocols) & set(PROCESS_LOCAL_PROTOCOLS):
+            raise ValueError(f"{name} {url}: a {protocols[0]}:// filesystem lives in one process, so what Ray's "
+                             "workers write there is lost; use a local folder or shared storage")
+    fs, path = fsspec.core.url_to_fs(out)
+    if not isinstance(fs, LocalFileSystem):
+        return  # object stores: the output lock, written first, shows whether the job may write there
+    existing = path
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "" if existing == path else f" ({existing} is a file)"
+        raise ValueError(f"--out {out} is a file, not a folder{where}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} is not writable ({existing}: permission denied)")
+
+
 def _resolve_metrics(metrics: Sequence[str] | None, inception_weights: str | None,
                      samples: int) -> tuple[tuple[str, ...], str | None, list[str]]:
     """Validated metric names (None: all; empty: none); SIFID is dropped (with a note) when its weights
@@ -153,9 +186,20 @@ def _resolve_metrics(metrics: Sequence[str] | None, inception_weights: str | Non
     try:
         location = resolve_inception_weights(inception_weights)
     except MissingWeightsError as e:
-        return tuple(m for m in names if m != "sifid"), None, [f"SIFID skipped: {e}"]
+        return tuple(m for m in names if m != "sifid"), None, [sifid_note(e, inception_weights)]
     # An http(s) source is passed on as is, so a worker on another node can fetch it into its own cache.
     return names, inception_weights if inception_weights and "://" in inception_weights else location, []
+
+
+def sifid_note(error: Exception, source: str | None) -> str:
+    """The note of a job without SIFID: short, with the flag that fixes it; in full when the user named weights
+    that did not work (--inception-weights or the environment variable)."""
+    from singan_core.metrics import WEIGHTS_ENV, WEIGHTS_FILE
+
+    if source or os.environ.get(WEIGHTS_ENV, "").strip():
+        return f"SIFID skipped: {error}"
+    return (f"SIFID skipped: no Inception-v3 weights ({WEIGHTS_FILE}); give them with --inception-weights "
+            "PATH_OR_URL, or leave SIFID out with --metrics swd,patch_fd,diversity")
 
 
 def _fault_switch() -> int | None:
@@ -192,22 +236,42 @@ class Triage:
     previously_failed: int  # skipped because an earlier run found the same bytes to be bad input
     image_ids: list[str]  # every image of the job, skipped ones included, in order
     notes: list[str]
+    not_taken: list[dict[str, str | None]] = field(default_factory=list)  # rows of skipped.parquet
 
 
-def sort_out(items: Sequence[ImageItem], previous: dict[str, str]) -> Triage:
-    """Images to do; images done before (same bytes, config and tag) or repeated in the dataset are skipped."""
+def sort_out(items: Sequence[ImageItem], previous: dict[str, str], others: Sequence[str] = ()) -> Triage:
+    """Images to do; images done before (same bytes, config and tag) or repeated in the dataset are skipped.
+
+    `others`: the files under the input not taken for their extension. They and the repeats (trained once,
+    under the first file's name) become the rows of skipped.parquet, with the reason."""
     todo: list[ImageItem] = []
-    seen: set[str] = set()
+    first: dict[str, str] = {}  # image_id -> the file it is trained under
+    not_taken: list[dict[str, str | None]] = [
+        {"source_uri": url, "reason": "extension", "image_id": None, "same_as": None,
+         "detail": f"{os.path.splitext(url)[1] or 'no extension'} is not one of the image types"} for url in others]
     skipped = previously_failed = 0
-    notes = []
     for item in items:
-        if item.image_id in seen:
-            notes.append(f"{item.url}: same content as another file of this job, skipped")
+        if item.image_id in first:
+            not_taken.append({"source_uri": item.url, "reason": "duplicate", "image_id": item.image_id,
+                              "same_as": first[item.image_id], "detail": "same bytes as another file of the input"})
             skipped += 1
-        elif item.image_id in previous:
+            continue
+        first[item.image_id] = item.url
+        if item.image_id in previous:
             skipped += 1
             previously_failed += previous[item.image_id] == "failed"
         else:
             todo.append(item)
-        seen.add(item.image_id)
-    return Triage(todo, skipped, previously_failed, list(dict.fromkeys(i.image_id for i in items)), notes)
+    return Triage(todo, skipped, previously_failed, list(first), not_taken_notes(not_taken), not_taken)
+
+
+def not_taken_notes(rows: Sequence[dict[str, str | None]], limit: int = 5) -> list[str]:
+    """One note per file not taken (at most `limit`, then how many more)."""
+    notes = []
+    for row in rows[:limit]:
+        why = f"same bytes as {row['same_as']}, trained once under that name" if row["reason"] == "duplicate" else (
+            row["detail"])
+        notes.append(f"{row['source_uri']}: not taken ({why})")
+    if len(rows) > limit:
+        notes.append(f"... and {len(rows) - limit} more files not taken")
+    return notes

@@ -103,7 +103,16 @@ def counts_line(summary: RunSummary) -> str:
     before = f" ({summary.previously_failed} of them bad input seen before)" if summary.previously_failed else ""
     state = " (interrupted)" if summary.interrupted else ""
     return (f"images: {summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped{before} "
-            f"in {summary.seconds:.1f} s{state}")
+            f"in {summary.seconds:.1f} s{state}{not_taken_text(summary.not_taken, summary.skipped_path)}")
+
+
+def not_taken_text(counts: Mapping[str, int], path: str) -> str:
+    """'; files not taken: 1 duplicate, 2 not an image type (listed in .../skipped.parquet)' ('' when none)."""
+    if not counts:
+        return ""
+    names = {"duplicate": "same bytes as another file", "extension": "not an image type"}
+    parts = ", ".join(f"{n} {names.get(reason, reason)}" for reason, n in sorted(counts.items()))
+    return f"; files not taken: {parts} (listed in {path})"
 
 
 def format_report(summary: RunSummary) -> str:
@@ -113,7 +122,8 @@ def format_report(summary: RunSummary) -> str:
     lines = ["", summary_table(summary.runs, metrics), ""]
     lines.append(counts_line(summary))
     for note in summary.notes:
-        lines.append(f"note: {note}")
+        if note not in summary.shown:  # said once: the notes printed while the job ran are not repeated
+            lines.append(f"note: {note}")
     lines += [
         f"runs:     {summary.runs_path}",
         f"samples:  {summary.samples_path}",

@@ -6,6 +6,7 @@ Four tables live under the output folder (documented column by column in docs/pi
 - samples.parquet: one row per generated sample.
 - metrics.parquet: one row per sample and metric (sample_index null for set metrics such as diversity).
 - metrics_summary.parquet: one row per image, variant and metric: mean, std and count over the samples.
+- skipped.parquet: the files under the input that got no row of their own, and why (SKIPPED).
 
 Every table shares the group key (image_id, config_hash, variant_tag, variant). Writing rows of a
 group first removes that group's old rows, so re-running a job replaces an image's results instead
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import fsspec
@@ -58,6 +60,7 @@ RUNS = pa.schema(
         ("status", pa.string()),  # ok | failed
         ("error", pa.string()),
         ("error_type", pa.string()),  # ImageError = bad input (not retried by a re-run)
+        ("note", pa.string()),  # what the task did about a fault, e.g. a damaged checkpoint set aside
         ("model_uri", pa.string()),
         ("mlflow_run_id", pa.string()),
         ("num_samples", pa.int32()),
@@ -107,6 +110,18 @@ SUMMARY = pa.schema(
         ("mean", pa.float64()),
         ("std", pa.float64()),  # population std over the samples (0 for a set metric)
         ("count", pa.int32()),
+    ]
+)
+
+# The files under the latest job's input that got no row of their own, and why (rewritten by every job).
+SKIPPED = pa.schema(
+    [
+        ("source_uri", pa.string()),
+        ("reason", pa.string()),  # extension (not an image type) | duplicate (same bytes as `same_as`)
+        ("detail", pa.string()),
+        ("image_id", pa.string()),  # duplicate: the id it shares (its rows are those of `same_as`)
+        ("same_as", pa.string()),
+        ("time", _TIME),
     ]
 )
 
@@ -196,6 +211,15 @@ def replace_groups(
     frame = pd.concat([old, new], ignore_index=True) if len(old) else new
     write_table(url, frame, schema)
     return len(frame)
+
+
+def write_skipped(url: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Write skipped.parquet: the files the latest job on this output did not take (an old table with
+    rows gives way to an empty one; none is created when there is nothing to list)."""
+    fs, path = fsspec.core.url_to_fs(url)
+    if rows or fs.exists(path):
+        now = datetime.now(timezone.utc)
+        write_table(url, pd.DataFrame([{"time": now, **row} for row in rows]), SKIPPED)
 
 
 def summarize_metrics(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

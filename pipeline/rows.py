@@ -67,7 +67,7 @@ def collect(job: ImageJob, plan: Plan) -> Finished:
                            error_type="SamplingError")
     status = "ok" if all(r.get("status") == "ok" for r in rows) else "failed"
     return Finished(item.image_id, status, rows, sample_rows, metric_rows, rs.summarize_metrics(metric_rows),
-                    plan.group_keys(item.image_id), configs, [*eval_notes, *eval_failures])
+                    plan.group_keys(item.image_id), configs, [*_train_notes(train_rows), *eval_notes, *eval_failures])
 
 
 def unreadable(item: ImageItem, plan: Plan) -> Finished:
@@ -97,6 +97,11 @@ def _train_row(item: ImageItem, variant: str, result: TaskResult) -> Row:
         return {"image_id": item.image_id, "source_uri": item.url, "variant": variant, "status": "failed",
                 "error": result.error, "error_type": result.error_type, "end_time": now()}
     return dict(result.row)
+
+
+def _train_notes(train_rows: Sequence[Row]) -> list[str]:
+    """What the training tasks did about a fault (a damaged checkpoint set aside), one note per variant."""
+    return [f"{r['variant']}: {r['note']}" for r in train_rows if r.get("note")]
 
 
 def _as_chunk(result: TaskResult) -> ChunkResult:

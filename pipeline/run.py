@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -32,9 +33,20 @@ from singan_core.config import Config
 
 from . import results as rs
 from .cluster import connect, live_nodes, plan_resources, slots
-from .dataset import discover_images, identify
+from .dataset import discover_files, identify
 from .drive import Outcome, dedupe, drive
-from .plan import OUTPUT_FOLDERS, Plan, Triage, absolute, check_options, make_plan, previous_results, sort_out
+from .lock import hold_output
+from .plan import (
+    Plan,
+    Triage,
+    absolute,
+    check_options,
+    check_storage,
+    job_outputs,
+    make_plan,
+    previous_results,
+    sort_out,
+)
 from .progress import Counts, format_report, say
 from .tasks import ProgressBoard
 from .tracking import Tracker, default_tracking_uri, end_job_run, start_job_run
@@ -70,47 +82,53 @@ def run_dataset(
     t0 = time.perf_counter()
     out = absolute(out_url)
     check_options(samples=samples, scale_h=scale_h, scale_v=scale_v, tag=variant_tag or "", sample_batch=sample_batch)
-    urls = discover_images(input_url, exclude=[f"{out}/{folder}" for folder in OUTPUT_FOLDERS])
+    check_storage(input_url, out)
+    found = discover_files(input_url, exclude=job_outputs(out))
     plan, notes = make_plan(out, config, highres=highres, samples=samples, sample_batch=sample_batch,
                             scale_h=scale_h, scale_v=scale_v, metrics=metrics, inception_weights=inception_weights,
                             num_cpus_per_task=num_cpus_per_task, gpus_per_task=gpus_per_task,
                             variant_tag=variant_tag)
-    triage = sort_out([identify(url) for url in urls], previous_results(_read(out, "runs"), plan))
-    uri = default_tracking_uri(out, tracking_uri)
-    if not triage.todo:
-        outcome = Outcome(Counts(), False, [])
-        return _summarize(plan, triage, outcome, tracking_uri=uri, experiment=experiment, notes=notes, t0=t0,
-                          progress=progress)
+    name = run_name or f"train_dataset {os.path.basename(input_url.rstrip('/')) or input_url}"
+    with hold_output(out, job=name) as held:  # one job at a time on an output; released at the end, Ctrl-C included
+        notes += [held.note] if held.note else []
+        triage = sort_out([identify(url) for url in found.images], previous_results(_read(out, "runs"), plan),
+                          found.others)
+        rs.write_skipped(rs.table_url(out, "skipped"), triage.not_taken)
+        uri = default_tracking_uri(out, tracking_uri)
+        if not triage.todo:
+            outcome = Outcome(Counts(), False, [])
+            return _summarize(plan, triage, outcome, tracking_uri=uri, experiment=experiment, notes=notes, t0=t0,
+                              progress=progress)
 
-    started_ray = connect(address)
-    board = None
-    try:
-        nodes = live_nodes()
-        res = plan_resources(nodes, num_cpus_per_task, gpus_per_task)
-        plan = replace(plan, resources=res)
-        notes += [res.note] if res.note else []
-        tracker = Tracker.open(uri, experiment, out)
-        name = run_name or f"train_dataset {os.path.basename(input_url.rstrip('/')) or input_url}"
-        parent_id = start_job_run(tracker, name, plan, input_url)
-        for note in [*notes, *triage.notes]:
-            say(f"note: {note}", progress)
-        board = ProgressBoard.remote()
+        joined = connect(address)
+        board = None
         try:
-            outcome = drive(triage, plan, tracker=tracker, parent_id=parent_id, board=board,
-                            window=2 * slots(nodes, res) + 2, progress=progress)
-        except BaseException:
-            tracker.end_run(parent_id, "FAILED")
-            raise
-    finally:
-        if board is not None:
-            ray.kill(board)
-        if started_ray:
-            ray.shutdown()
-    end_job_run(tracker, parent_id, ok=outcome.counts.ok, failed=outcome.counts.failed, skipped=triage.skipped,
-                seconds=time.perf_counter() - t0, interrupted=outcome.interrupted)
-    return _summarize(plan, triage, outcome, tracking_uri=uri, experiment=experiment,
-                      experiment_id=tracker.experiment_id, parent_run_id=parent_id, notes=notes, t0=t0,
-                      progress=progress)
+            nodes = live_nodes()
+            res = plan_resources(nodes, num_cpus_per_task, gpus_per_task)
+            plan = replace(plan, resources=res)
+            notes += [note for note in (joined.note, res.note) if note]
+            tracker = Tracker.open(uri, experiment, out)
+            parent_id = start_job_run(tracker, name, plan, input_url)
+            shown = dedupe([*notes, *triage.notes])
+            for note in shown:
+                say(f"note: {note}", progress)
+            board = ProgressBoard.remote()
+            try:
+                outcome = drive(triage, plan, tracker=tracker, parent_id=parent_id, board=board,
+                                window=2 * slots(nodes, res) + 2, progress=progress)
+            except BaseException:
+                tracker.end_run(parent_id, "FAILED")
+                raise
+        finally:
+            if board is not None:
+                ray.kill(board)
+            if joined.started:
+                ray.shutdown()
+        end_job_run(tracker, parent_id, ok=outcome.counts.ok, failed=outcome.counts.failed, skipped=triage.skipped,
+                    seconds=time.perf_counter() - t0, interrupted=outcome.interrupted)
+        return _summarize(plan, triage, outcome, tracking_uri=uri, experiment=experiment,
+                          experiment_id=tracker.experiment_id, parent_run_id=parent_id, notes=notes, t0=t0,
+                          progress=progress, shown=shown if progress else [])
 
 
 @dataclass
@@ -135,6 +153,9 @@ class RunSummary:
     parent_run_id: str
     notes: list[str] = field(default_factory=list)
     runs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    not_taken: dict[str, int] = field(default_factory=dict)  # files under the input without a row: reason -> count
+    skipped_path: str = ""  # skipped.parquet: those files and why
+    shown: list[str] = field(default_factory=list)  # notes already printed while the job ran (not repeated)
 
     @property
     def exit_code(self) -> int:
@@ -144,13 +165,13 @@ class RunSummary:
         return 1 if self.failed or self.previously_failed else 0
 
     def read(self, table: str) -> pd.DataFrame:
-        """One of the job's tables in full: 'runs', 'samples', 'metrics' or 'metrics_summary'."""
-        return rs.read_table(rs.table_url(self.out, table), rs.TABLES[table])
+        """One of the job's tables in full: 'runs', 'samples', 'metrics', 'metrics_summary' or 'skipped'."""
+        return rs.read_table(rs.table_url(self.out, table), rs.SKIPPED if table == "skipped" else rs.TABLES[table])
 
 
 def _summarize(plan: Plan, triage: Triage, outcome: Outcome, *, tracking_uri: str, experiment: str,
                experiment_id: str = "", parent_run_id: str = "", notes: list[str], t0: float,
-               progress: bool) -> RunSummary:
+               progress: bool, shown: list[str] | None = None) -> RunSummary:
     """The RunSummary of the finished job (printed as the report unless quiet)."""
     out = plan.layout.out
     runs = _read(out, "runs")
@@ -164,6 +185,8 @@ def _summarize(plan: Plan, triage: Triage, outcome: Outcome, *, tracking_uri: st
         metrics_path=rs.table_url(out, "metrics"), summary_path=rs.table_url(out, "metrics_summary"),
         tracking_uri=tracking_uri, experiment=experiment, experiment_id=experiment_id, parent_run_id=parent_run_id,
         notes=dedupe([*notes, *triage.notes, *outcome.notes]), runs=runs[mine].reset_index(drop=True),
+        not_taken=dict(Counter(row["reason"] for row in triage.not_taken)), skipped_path=rs.table_url(out, "skipped"),
+        shown=shown or [],
     )
     if progress:
         print(format_report(summary), flush=True)

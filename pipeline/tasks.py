@@ -19,21 +19,24 @@ scale k (0 = coarsest). The retry resumes after scale k, so each task dies once.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import fsspec
 import ray
 import torch
 
 from singan_core.config import Config
 from singan_core.devices import set_threads
 from singan_core.images import atomic_write, load_image, save_image
-from singan_core.singan import SinGAN, model_exists
+from singan_core.singan import ModelFileError, SinGAN, model_exists
 from singan_core.train import train
 
 from .figures import loss_curves_png, png_bytes, sample_grid
@@ -141,14 +144,26 @@ def write_bytes(url: str, data: bytes) -> None:
         f.write(data)
 
 
-def finished_scales(model_url: str) -> int:
-    """How many scales the checkpoint at `model_url` holds (0 when there is none)."""
+def finished_scales(model_url: str) -> tuple[int, str | None]:
+    """How many scales the checkpoint at `model_url` holds (0 when there is none), and a note when it was
+    damaged: a checkpoint that cannot be loaded (truncated, corrupt, refused) is set aside by `set_aside`
+    and training starts from scratch (its files are one set for all scales, so no part of it is kept)."""
     if not model_exists(model_url):
-        return 0
+        return 0, None
     try:
-        return SinGAN.load(model_url, device="cpu").num_stages
-    except (FileNotFoundError, ValueError):
-        return 0
+        return SinGAN.load(model_url, device="cpu").num_stages, None
+    except (FileNotFoundError, ModelFileError) as e:
+        aside = set_aside(model_url)
+        reason = one_line(e).removeprefix(f"{model_url}: ")
+        return 0, f"damaged checkpoint ({reason}) moved to {aside}; trained from scratch"
+
+
+def set_aside(url: str) -> str:
+    """Rename the folder `url` to `<url>.damaged-<UTC time>` (kept, not deleted); return the new URL."""
+    fs, path = fsspec.core.url_to_fs(url)
+    target = f"{path.rstrip('/')}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    fs.mv(path, target, recursive=True)
+    return target if "://" not in url else fs.unstrip_protocol(target)
 
 
 # ---------------------------------------------------------------------------- progress
@@ -204,7 +219,10 @@ def train_variant(spec: TrainSpec, board: Any = None) -> Trained:
     try:
         device = task_device()
         row["device"] = device
-        row["resumed_from_scale"] = finished_scales(spec.model_url)
+        resumed, note = finished_scales(spec.model_url)
+        if note:
+            row["note"] = note
+            logging.getLogger(__name__).warning("%s (%s): %s", spec.image_url, spec.variant, note)
         image = load_image(spec.image_url)
         row["orig_height"], row["orig_width"] = int(image.shape[-2]), int(image.shape[-1])
         on_stage = _stage_callback(f"{spec.image_id}/{spec.variant}", board, spec.fault_exit_after_scale)
@@ -213,7 +231,7 @@ def train_variant(spec: TrainSpec, board: Any = None) -> Trained:
         stages = report.get("stages", [])
         write_bytes(spec.plot_url, loss_curves_png(stages, f"{os.path.basename(spec.image_url)} ({spec.variant})"))
         row.update(_report_columns(report, model.shapes[-1]))
-        row.update(status="ok", model_uri=url, plot_uri=spec.plot_url,
+        row.update(status="ok", model_uri=url, plot_uri=spec.plot_url, resumed_from_scale=resumed,
                    stages=[{k: v for k, v in s.items() if k != "curve"} for s in stages])
         variant_cfg = trained_cfg
     except Exception as e:  # noqa: BLE001 - one bad image must never stop the job

@@ -17,6 +17,7 @@ mlflow is imported inside the functions: it takes seconds to import and tasks ne
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -92,6 +93,7 @@ class Tracker:
         """Create the store and the experiment when needed (before any task runs)."""
         from mlflow import MlflowClient
 
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # not "Creating initial ... tables"
         client = MlflowClient(tracking_uri=tracking_uri)
         found = client.get_experiment_by_name(experiment)
         if found is None:
@@ -239,7 +241,7 @@ def log_variant(tracker: Tracker, parent_id: str, row: dict[str, Any], *, config
     tags = {"image_id": row["image_id"], "variant": row["variant"], "epoch_decay": config.epoch_decay,
             "variant_tag": row.get("variant_tag") or None, "source_uri": row.get("source_uri"),
             "config_hash": row.get("config_hash"), "status": row.get("status"), "error": row.get("error"),
-            "device": row.get("device"), "host": row.get("host")}
+            "note": row.get("note"), "device": row.get("device"), "host": row.get("host")}
     run_id = tracker.start_run(run_name, config.to_dict(), tags, parent_id=parent_id,
                                start_time=row.get("start_time"))
     tracker.log_metrics(run_id, variant_metrics(row, summary))

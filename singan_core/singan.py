@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,11 @@ class Stage:
     noise_amp: float
     shape: tuple[int, int]
     discriminator: Discriminator | None = None  # kept for fine-tuning (paint-to-image quantization)
+
+
+class ModelFileError(ValueError):
+    """A model folder whose files cannot be loaded: truncated, corrupt, of another format, or refused by the
+    weights-only loader (model.pt holding more than tensors). One line, naming the folder."""
 
 
 def model_exists(url: str) -> bool:
@@ -283,11 +289,23 @@ class SinGAN:
                 tensors = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise FileNotFoundError(f"{url}: no SinGAN model here (model.json / model.pt missing)") from None
-        except (json.JSONDecodeError, RuntimeError, EOFError) as e:
-            raise ValueError(f"{url}: model files are corrupt ({e})") from None
-        version = meta.get("format_version")
+        except pickle.UnpicklingError:
+            raise ModelFileError(f"{url}: model.pt holds more than tensors and was refused by the weights-only "
+                                 "loader (nothing in it was run)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RuntimeError, EOFError) as e:
+            raise ModelFileError(f"{url}: model files are corrupt ({' '.join(str(e).split())[:200]})") from None
+        version = meta.get("format_version") if isinstance(meta, dict) else None
         if version != FORMAT_VERSION:
-            raise ValueError(f"{url}: model format version {version} is not supported (expected {FORMAT_VERSION})")
+            raise ModelFileError(f"{url}: model format version {version} is not supported (expected {FORMAT_VERSION})")
+        try:
+            model = cls._from_files(meta, tensors)
+        except (KeyError, TypeError, RuntimeError) as e:  # a field or tensor missing, or of the wrong shape
+            raise ModelFileError(f"{url}: model files are corrupt ({type(e).__name__}: "
+                                 f"{' '.join(str(e).split())[:200]})") from None
+        return model.to(resolve_device(device))
+
+    @classmethod
+    def _from_files(cls, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SinGAN:
         config = Config.from_dict(meta["config"])
         stages = []
         for k, info in enumerate(meta["stages"]):
@@ -300,8 +318,7 @@ class SinGAN:
             stages.append(Stage(g, float(info["noise_amp"]), tuple(info["shape"]), d))
         reals = [tensors[f"real.{k}"] for k in range(len(stages))]
         report = meta.get("report", {})  # model.json is written last, so this matches the stages loaded
-        model = cls(config, stages, tensors["z_star"], reals, float(meta["scale_factor"]), report, meta.get("meta"))
-        return model.to(resolve_device(device))
+        return cls(config, stages, tensors["z_star"], reals, float(meta["scale_factor"]), report, meta.get("meta"))
 
 
 def _sub(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

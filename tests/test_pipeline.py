@@ -79,7 +79,9 @@ def test_content_hash_names_bytes_not_paths(tmp_path):
     items = [identify(str(p)) for p in (data / "a.png", data / "sub" / "a_copy.png", data / "sub" / "b.PNG")]
     triage = sort_out(items, previous={items[2].image_id: "ok"})
     assert [i.url for i in triage.todo] == [str(data / "a.png")]
-    assert triage.skipped == 2 and "same content" in triage.notes[0]
+    assert triage.skipped == 2 and "same bytes as" in triage.notes[0]
+    assert [(r["source_uri"], r["reason"], r["same_as"]) for r in triage.not_taken] == [
+        (str(data / "sub" / "a_copy.png"), "duplicate", str(data / "a.png"))]
     gone = identify(str(tmp_path / "gone.png"))
     assert gone.error and "cannot read" in gone.error and gone.image_id.startswith("u")
 
@@ -153,7 +155,8 @@ def test_job_counts_and_exit_code(job):
     first, _, _, _ = job
     assert (first.ok, first.failed, first.skipped) == (2, 2, 1)  # the copy of a.png is skipped
     assert first.exit_code == 1 and not first.interrupted
-    assert any("same content" in n for n in first.notes)
+    assert any("a_copy.png: not taken (same bytes as" in n for n in first.notes)
+    assert first.not_taken == {"duplicate": 1, "extension": 1}  # a_copy.png, notes.txt
 
 
 def test_parquet_schemas_and_rows(job):
