@@ -17,6 +17,17 @@ from typing import Any
 
 PADDINGS = ("zero", "constant", "replicate", "circular")
 ADV_LOSSES = ("wgan-gp", "frechet-patch")
+# Where the paper's text and the authors' code differ (see the README's model section): each choice is a field.
+CHOICES = {
+    "rec_noise": ("fixed", "redraw"),
+    "noise_draw": ("step", "iteration"),
+    "g_input": ("fresh", "last-d"),
+    "upsample": ("float", "uint8"),
+    "bias_init": ("zero", "torch"),
+}
+# Fields added after the first release enter the config hash only when they differ from their default, so the
+# hash of a config that does not use them (and so every saved model and cache key) stays what it was.
+HASHED_WHEN_SET = ("rec_noise", "noise_draw", "g_input", "upsample", "bias_init")
 
 
 @dataclass(frozen=True)
@@ -32,12 +43,18 @@ class Config:
     num_layer: int = 5  # ConvBlocks + tail; receptive field 1 + num_layer * (ker_size - 1)
     ker_size: int = 3
     padding: str = "zero"  # zero | constant | replicate | circular (seed 002)
+    bias_init: str = "zero"  # zero | torch: conv biases zeroed, or left at torch's default init as the authors' code
     # losses
     adv_loss: str = "wgan-gp"  # wgan-gp | frechet-patch (seed 002)
     gp_weight: float = 0.1  # lambda of the WGAN-GP gradient penalty
     alpha: float = 10.0  # reconstruction weight
     noise_amp: float = 0.1  # sigma_n = noise_amp * RMSE(x_n, up(x~rec_{n+1}))
     patch_size: int = 11  # patch side of the Frechet patch loss
+    # noise (the paper's text | the authors' code)
+    rec_noise: str = "fixed"  # fixed: z* drawn once | redraw: the coarsest reconstruction noise redrawn every iteration
+    noise_draw: str = "step"  # step: a fresh z_n for every D and G step | iteration: one z_n per iteration
+    g_input: str = "fresh"  # fresh: each G step on a new (z_n, up(x~_{n+1})) | last-d: the last D step's
+    upsample: str = "float"  # float | uint8: up(x~_{n+1}) clamped and truncated to 8 bits first, as the authors'
     # optimisation
     niter: int = 2000  # iterations per scale
     lr_g: float = 5e-4
@@ -61,6 +78,9 @@ class Config:
             raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}")
         if self.adv_loss not in ADV_LOSSES:
             raise ValueError(f"adv_loss must be one of {', '.join(ADV_LOSSES)}, got {self.adv_loss!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not 0.0 < self.scale_factor < 1.0:
             raise ValueError(f"scale_factor must lie in (0, 1), got {self.scale_factor}")
         if self.min_size < self.receptive_field:
@@ -110,8 +130,14 @@ class Config:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def hash(self) -> str:
-        """Short stable hash of everything that changes the trained model (not `prefetch`)."""
-        data = {k: v for k, v in self.to_dict().items() if k != "prefetch"}
+        """Short stable hash of everything that changes the trained model (not `prefetch`; the fields of
+        HASHED_WHEN_SET only when they are not at their default)."""
+        defaults = Config()
+        data = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k != "prefetch" and not (k in HASHED_WHEN_SET and v == getattr(defaults, k))
+        }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -47,12 +47,15 @@ def _body(
     return head, body, tail
 
 
-def init_weights(module: nn.Module) -> None:
-    """The reference initialisation: convs N(0, 0.02), BatchNorm scale N(1, 0.02), biases 0."""
+def init_weights(module: nn.Module, bias_init: str = "zero") -> None:
+    """The reference initialisation: convs N(0, 0.02), BatchNorm scale N(1, 0.02) and shift 0. Conv biases
+    are zeroed (`zero`) or keep torch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (`torch`, as the authors'
+    code leaves them; only the tail's bias matters, BatchNorm cancels the others)."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.normal_(m.weight, 0.0, 0.02)
-            nn.init.zeros_(m.bias)
+            if bias_init == "zero":
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
@@ -63,7 +66,13 @@ class Generator(nn.Module):
     `pad_value` is used by constant (in a pack, one value per image: the `pad_value` buffer is [K])."""
 
     def __init__(
-        self, channels: int, num_layer: int = 5, ker_size: int = 3, padding: str = "zero", pad_value: float = 0.0,
+        self,
+        channels: int,
+        num_layer: int = 5,
+        ker_size: int = 3,
+        padding: str = "zero",
+        pad_value: float = 0.0,
+        bias_init: str = "zero",
         images: int = 1,
     ) -> None:
         super().__init__()
@@ -73,7 +82,7 @@ class Generator(nn.Module):
         self.padding = padding
         value = torch.tensor(float(pad_value))
         self.register_buffer("pad_value", value if images == 1 else value.repeat(images))
-        init_weights(self)
+        init_weights(self, bias_init)
 
     def pad_input(self, x: torch.Tensor) -> torch.Tensor:
         p = (self.pad,) * 4
@@ -97,11 +106,13 @@ class Discriminator(nn.Module):
     """D_n: the same body as psi_n with a one-channel patch map; score = map.mean() (a pack of K:
     K channels, one map per image)."""
 
-    def __init__(self, channels: int, num_layer: int = 5, ker_size: int = 3, images: int = 1) -> None:
+    def __init__(
+        self, channels: int, num_layer: int = 5, ker_size: int = 3, bias_init: str = "zero", images: int = 1
+    ) -> None:
         super().__init__()
         self.channels, self.num_layer, self.ker_size, self.images = channels, num_layer, ker_size, images
         self.head, self.body, self.tail = _body(channels, num_layer, ker_size, 1, images)
-        init_weights(self)
+        init_weights(self, bias_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tail(self.body(self.head(x)))

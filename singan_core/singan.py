@@ -65,6 +65,15 @@ def coarsest_noise(batch: int, shape: tuple[int, int], device: torch.device, gen
     return z.expand(batch, 3, *shape).contiguous()
 
 
+def upsample(x: torch.Tensor, shape: tuple[int, int], mode: str = "float") -> torch.Tensor:
+    """up(x~_{n+1}): x~_{n+1} resized to x_n's shape. `uint8` first clamps it to [-1, 1] and truncates it to
+    8 bits, then clamps the result, as the authors' code does between scales (its imresize works on uint8)."""
+    if mode == "uint8":
+        x = torch.floor((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
+        return resize(x, shape).clamp(-1, 1)
+    return resize(x, shape)
+
+
 def stage_noise(k: int, batch: int, shape: tuple[int, int], device: torch.device, generator=None) -> torch.Tensor:
     """z_n ~ N(0, 1): single-channel at the coarsest stage, 3 independent channels above it."""
     if k == 0:
@@ -168,7 +177,7 @@ class SinGAN:
             x = resize(injected.to(device), shapes[inject_stage]).expand(batch, -1, -1, -1)
         for k in range(inject_stage, until):
             if k > inject_stage:
-                x = resize(x, shapes[k])
+                x = upsample(x, shapes[k], self.config.upsample)
             full_shape = (batch, 3, *shapes[k])
             if noise is not None:
                 z = noise(k, full_shape).to(device)

@@ -31,7 +31,7 @@ from .config import Config
 from .images import resize
 from .model import Discriminator, Generator
 from .pyramid import build_reals, pyramid_for
-from .singan import SinGAN, Stage, as_images, coarsest_noise, resolve_device, stage_noise
+from .singan import SinGAN, Stage, as_images, coarsest_noise, resolve_device, stage_noise, upsample
 
 _SUBBATCH = 16  # bounds the memory of batched coarser-scale passes
 
@@ -91,7 +91,7 @@ def random_prevs(coarser: SinGAN | None, shape: tuple[int, int], count: int, dev
         chunks = []
         for start in range(0, count, _SUBBATCH):
             b = min(_SUBBATCH, count - start)
-            chunks.append(resize(coarser.generate(b), shape))
+            chunks.append(upsample(coarser.generate(b), shape, coarser.config.upsample))
         yield from torch.cat(chunks).unsqueeze(1)
 
 
@@ -99,8 +99,8 @@ def _new_networks(k: int, real: torch.Tensor, cfg: Config, init: Stage | None, d
     """G_n, D_n for stage k; copied from G_{n+1}, D_{n+1} when the widths match, else N(0, 0.02)."""
     channels = cfg.channels(k)
     pad_value = border_mean(real) if cfg.padding == "constant" else 0.0
-    G = Generator(channels, cfg.num_layer, cfg.ker_size, cfg.padding, pad_value)
-    D = Discriminator(channels, cfg.num_layer, cfg.ker_size)
+    G = Generator(channels, cfg.num_layer, cfg.ker_size, cfg.padding, pad_value, cfg.bias_init)
+    D = Discriminator(channels, cfg.num_layer, cfg.ker_size, cfg.bias_init)
     if init is not None and init.generator.head[0].out_channels == channels:
         state = dict(init.generator.state_dict())
         state["pad_value"] = G.pad_value
@@ -140,7 +140,8 @@ def train_stage(
         noise_amp = 1.0
     else:
         z_star = coarser.z_star
-        rec_prev = resize(coarser.generate(M, fixed_noise_stages=k, image_index=torch.arange(M)), shape)
+        rec = coarser.generate(M, fixed_noise_stages=k, image_index=torch.arange(M))
+        rec_prev = upsample(rec, shape, cfg.upsample)
         rec_noise = torch.zeros_like(real)
         noise_amp = cfg.noise_amp * math.sqrt(F.mse_loss(rec_prev, real).item())
 
@@ -159,7 +160,9 @@ def train_stage(
             mu, cov = patch_stats(real[i : i + 1], cfg.patch_size)
             real_stats.append((mu, _sqrt_psd(cov)))
 
-    prevs = random_prevs(coarser, shape, cfg.prefetch * (dsteps + cfg.gsteps), device)
+    reuse_d_input = cfg.g_input == "last-d" and dsteps > 0
+    prevs_per_iteration = dsteps + (0 if reuse_d_input else cfg.gsteps)
+    prevs = random_prevs(coarser, shape, cfg.prefetch * prevs_per_iteration, device)
     if prev_transform is not None:
         prevs = map(prev_transform, prevs)
     pick = (lambda: int(torch.randint(M, ()))) if M > 1 else (lambda: 0)
@@ -168,23 +171,36 @@ def train_stage(
     loss_d = loss_adv = loss_rec = torch.zeros(())
     bar = tqdm(range(iters), desc=f"scale {k + 1}/{len(reals)} {shape[0]}x{shape[1]}", disable=not progress,
                leave=False, dynamic_ncols=True)
+    redraw_z_star = coarser is None and cfg.rec_noise == "redraw"
+    per_iteration = cfg.noise_draw == "iteration"
+
+    def draw_z() -> torch.Tensor:  # noise_amp_n * z_n for one step
+        return noise_amp * stage_noise(k, 1, shape, device)
+
     for it in bar:
+        if redraw_z_star:  # the authors' code: z* redrawn every iteration, the last draw kept
+            z_star = rec_noise = coarsest_noise(M, shape, device)
+        z_it = draw_z() if per_iteration else None
         # ---- D steps: maximise D(x_n) - D(x~_n) - GP
         for _ in range(dsteps):
             i = pick()
             x = real[i : i + 1]
+            z, prev = (z_it if per_iteration else draw_z()), next(prevs)
             with torch.no_grad():
-                fake = G(noise_amp * stage_noise(k, 1, shape, device), next(prevs))
+                fake = G(z, prev)
             # separate passes: batching x_n, fake and interpolate would triple the GP's double backward
             loss_d = -D(x).mean() + D(fake).mean() + gradient_penalty(D, x, fake, cfg.gp_weight)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
-        # ---- G steps: each on a freshly generated fake (002's fix to the reference)
+        # ---- G steps: each on a freshly generated fake (IMA206's fix to the reference), or (g_input = last-d,
+        # the authors' code) on the inputs of the last D step
         D.requires_grad_(False)
         for _ in range(cfg.gsteps):
             i = pick()
-            fake = G(noise_amp * stage_noise(k, 1, shape, device), next(prevs))
+            if not reuse_d_input:
+                z, prev = (z_it if per_iteration else draw_z()), next(prevs)
+            fake = G(z, prev)
             if frechet:
                 loss_adv = frechet_patch_loss(*real_stats[i], fake, cfg.patch_size).float()
             else:
