@@ -111,3 +111,25 @@ def test_a_pack_is_saved_per_image_and_resumes_from_the_last_scale_all_finished(
     # a finished pack is not retrained
     again = train_pack(images(), CFG, outs=outs, progress=False, on_stage=lambda i, r: pytest.fail("retrained"))
     assert all(m.meta["complete"] for m in again)
+
+
+def test_cli_train_pack_writes_one_model_folder_per_image(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    from .conftest import write_png
+
+    paths = [write_png(tmp_path / f"img{i}.png", x) for i, x in enumerate(images(2))]
+    args = ["train-pack", *paths, "--out-dir", str(tmp_path / "models"), "--preset", "test", "--set", "niter=2", "-q"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("in a pack of 2") == 2
+    for i in range(2):
+        model = SinGAN.load(str(tmp_path / "models" / f"img{i}"), "cpu")
+        assert model.meta["complete"] and model.sample(1, seed=0).shape[-2:] == model.reals[-1].shape[-2:]
+
+    other = write_png(tmp_path / "wide.png", synthetic_image(40, 60))
+    res = CliRunner().invoke(app, ["train-pack", paths[0], other, "--out-dir", str(tmp_path / "bad"), "-p", "test"])
+    assert res.exit_code == 1 and res.output.startswith("error: image 1 does not fit the pack")
+    assert not (tmp_path / "bad").exists()
