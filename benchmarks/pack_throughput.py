@@ -43,7 +43,7 @@ from singan_core import singan as singan_module  # noqa: E402
 from singan_core.config import preset  # noqa: E402
 from singan_core.images import load_image  # noqa: E402
 from singan_core.singan import resolve_device  # noqa: E402
-from singan_core.train import _SUBBATCH, prepare_reals, train_stage  # noqa: E402
+from singan_core.train import _SUBBATCH, prepare_reals, random_prevs, train_stage  # noqa: E402
 
 NO_KERNEL = {"empty", "empty_strided", "empty_like", "_local_scalar_dense", "detach", "alias", "lift_fresh", "set_"}
 
@@ -97,18 +97,24 @@ def epoch_seconds(k, reals, cfg, K, epochs, prefetch, device) -> float:
 
 def ops_per_epoch(k, cfg, K, device) -> tuple[float, float]:
     """(aten ops, kernels) per epoch per image, on a stand-in with k + 1 stages of 24x24 and 4 channels
-    (counts depend on neither; narrow layers take torch's convolution, as on a GPU), at the preset's
-    prefetch, without CPU generation chunks."""
+    (counts depend on neither; narrow layers take torch's convolution, as on a GPU), without CPU
+    generation chunks: the steps of one epoch (3 iterations minus 2, both drawing one chunk of
+    up(x~_{n+1})), plus one chunk of the preset's `prefetch` iterations / prefetch."""
     tiny = [torch.rand(1, 3, 24, 24, device=device) * 2 - 1 for _ in range(k + 1)]
-    P = cfg.prefetch
+    P = max(cfg.prefetch, 3)
     cfg = cfg.replace(nfc=4, nfc_max=4)
-    counts = []
-    for niter in (2, 2 + P):
-        counter = LaunchCounter()
-        with mock.patch.object(singan_module, "CPU_CHUNK_BYTES", 2**62):
+    counters = [LaunchCounter() for _ in range(3)]
+    with mock.patch.object(singan_module, "CPU_CHUNK_BYTES", 2**62):
+        for niter, counter in zip((2, 3), counters, strict=False):
             run_stage(k, tiny, cfg, K, niter, P, device, counter)
-        counts.append((counter.ops, counter.kernels))
-    return ((counts[1][0] - counts[0][0]) / P / K, (counts[1][1] - counts[0][1]) / P / K)
+        coarser = ts.random_model(tiny, cfg, k)
+        if coarser is not None:
+            dsteps = 0 if cfg.adv_loss == "frechet-patch" else cfg.dsteps
+            per_iteration = dsteps + (0 if cfg.g_input == "last-d" and dsteps else cfg.gsteps)  # as train_stage
+            with counters[2]:
+                next(random_prevs([coarser] * K, (24, 24), cfg.prefetch * per_iteration, 0))
+    steps = [counters[1].ops - counters[0].ops, counters[1].kernels - counters[0].kernels]
+    return ((steps[0] + counters[2].ops / cfg.prefetch) / K, (steps[1] + counters[2].kernels / cfg.prefetch) / K)
 
 
 def flops_per_epoch(k, reals, cfg, device) -> float:
