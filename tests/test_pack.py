@@ -14,7 +14,7 @@ CFG = preset("test").replace(niter=4)
 VARIANTS = {
     "paper": {},
     "authors": {"padding": "constant", "rec_noise": "redraw", "noise_draw": "iteration", "g_input": "last-d",
-                "bias_init": "torch"},
+                "bias_init": "torch", "upsample": "uint8"},
     "frechet": {"adv_loss": "frechet-patch", "padding": "replicate"},
 }
 
