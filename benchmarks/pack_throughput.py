@@ -1,7 +1,7 @@
 """Packed training throughput: K pyramids of one shape trained as one pack (`singan_core.train_pack`).
 
     python benchmarks/pack_throughput.py [IMAGE] [--device cpu|cuda] [--k 1,4,8,16] [--preset paper]
-        [--scales all|N,M] [--epochs E] [--prefetch P] [--threads 1] [--no-measure]
+        [--scales all|N,M] [--epochs E] [--prefetch P] [--threads 1] [--no-measure | --no-count]
 
 Measured, per K and scale: seconds per epoch per image (the pack's epoch / K; one epoch = Dsteps D
 steps and Gsteps G steps of every image, the draws of up(x~_{n+1}) amortized over P iterations as
@@ -144,6 +144,7 @@ def main() -> None:
     ap.add_argument("--prefetch", type=int, help="P for the timed runs (default: 1 on CPU, the preset's on CUDA)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-measure", action="store_true", help="only count operations and FLOPs")
+    ap.add_argument("--no-count", action="store_true", help="only measure (no counts, no model)")
     ap.add_argument("--launch-us", default="5,10", help="model: microseconds per kernel launch (one or two values)")
     ap.add_argument("--peak-tflops", type=float, default=60.0, help="model: fp32 peak of the GPU")
     ap.add_argument("--efficiency", type=float, default=0.5, help="model: share of the peak the convolutions reach")
@@ -167,7 +168,7 @@ def main() -> None:
 
     print(f"{args.image or 'synthetic 164x244 image'}: {n} scales, finest {tuple(reals[-1].shape[-2:])}, "
           f"preset {args.preset}, device {device}, {args.threads} thread(s); timed: {epochs} epochs, P = {prefetch}")
-    flops = [flops_per_epoch(k, reals, cfg, device) for k in range(n)]
+    flops = [float("nan") if args.no_count else flops_per_epoch(k, reals, cfg, device) for k in range(n)]
     print("GFLOP per epoch per image (direct conv + matmul, incl. up(x~) draws): "
           + " ".join(f"{f / 1e9:.2f}" for f in flops))
     summary = []
@@ -182,7 +183,7 @@ def main() -> None:
         total_kernels = 0.0
         for k in range(n):
             sec = epoch_seconds(k, reals, cfg, K, epochs, prefetch, device) / K if k in timed else float("nan")
-            ops, kernels = ops_per_epoch(k, cfg, K, device)
+            ops, kernels = (float("nan"),) * 2 if args.no_count else ops_per_epoch(k, cfg, K, device)
             total_kernels += kernels
             compute = K * flops[k] / (args.peak_tflops * 1e12 * args.efficiency)
             model = [max(kernels * K * u * 1e-6, compute) / K for u in launch_us]  # seconds per epoch per image
