@@ -12,6 +12,10 @@ Speed: the coarser generators are frozen (eval-mode BatchNorm), so the up(x~_{n+
 iterations are drawn in batched forward passes up front; D's weights take no gradients in the G steps
 nor in the penalty's inner gradient; wide convolutions use Winograd (conv.py); the reals are contiguous
 NCHW tensors (channels-last ones made every convolution on them slower).
+
+Packs (`train_pack`): K images of the same training shapes train as one pack, the K images side by
+side along the channels and G_n, D_n K networks side by side (model.pack): each image's model is the
+one it gets trained alone, K trainings computed by the same kernels. `train` is a pack of one.
 """
 
 from __future__ import annotations
