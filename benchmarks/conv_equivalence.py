@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from singan_core import SinGAN, conv
+from singan_core import conv, train
 from singan_core.config import preset
 from singan_core.images import load_image
 from singan_core.metrics import diversity, patch_swd
@@ -32,7 +32,7 @@ def first_step(image: torch.Tensor, cfg) -> list[float]:
 
 def whole_model(image: torch.Tensor, cfg, samples: int) -> dict[str, float]:
     t = time.process_time()
-    model = SinGAN.train(image, cfg, progress=False)
+    model = train(image, cfg, progress=False)
     seconds = time.process_time() - t
     real = model.reals[-1]
     rec = model.reconstruct()

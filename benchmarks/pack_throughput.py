@@ -41,8 +41,8 @@ import train_speed as ts  # noqa: E402  (FlopCounter, random_model, clock: one h
 
 from singan_core import singan as singan_module  # noqa: E402
 from singan_core.config import preset  # noqa: E402
+from singan_core.devices import resolve_device  # noqa: E402
 from singan_core.images import load_image  # noqa: E402
-from singan_core.singan import resolve_device  # noqa: E402
 from singan_core.train import _SUBBATCH, prepare_reals, random_prevs, train_stage  # noqa: E402
 
 NO_KERNEL = {"empty", "empty_strided", "empty_like", "_local_scalar_dense", "detach", "alias", "lift_fresh", "set_"}

@@ -39,9 +39,9 @@ import torch
 from PIL import Image
 
 from pipeline.examples import example_paths
+from singan_core import train
 from singan_core.config import Config, preset
 from singan_core.images import atomic_write, load_image, save_image
-from singan_core.singan import SinGAN
 
 
 # ---------------------------------------------------------------------------- the images
@@ -183,7 +183,7 @@ def sequential(images: list[str], cfg: Config, samples: int, metrics: tuple[str,
     torch.set_num_threads(1)
     with Monitor() as m:
         for i, url in enumerate(images):
-            model = SinGAN.train(url, cfg, out=str(out / f"model_{i}"), progress=False)
+            model = train(url, cfg, out=str(out / f"model_{i}"), progress=False)
             drawn = model.sample(samples, seed=cfg.seed, batch_size=samples)
             for k, x in enumerate(drawn):
                 save_image(x, str(out / f"samples_{i}" / f"sample_{k:04d}.png"))

@@ -27,8 +27,9 @@ from torch.utils.flop_counter import flop_registry
 
 from singan_core.config import preset
 from singan_core.conv import Conv2d
+from singan_core.devices import resolve_device
 from singan_core.images import load_image, resize
-from singan_core.singan import SinGAN, Stage, resolve_device, stage_noise
+from singan_core.singan import SinGAN, Stage, stage_noise
 from singan_core.train import _new_networks, gradient_penalty, prepare_reals, random_prevs, train_stage
 
 AUTHORS_EPOCH, AUTHORS_FINEST, AUTHORS_SAMPLE = 67.0, 51.0, 0.72  # seconds, from the engine issue

@@ -9,7 +9,6 @@ training data loader can use it; `SampleDataset` is a ready one for torch.
 
 from __future__ import annotations
 
-import io
 import posixpath
 
 import fsspec
@@ -18,7 +17,9 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from torch.utils.data import Dataset
 
-from singan_core.images import atomic_write, load_image
+from singan_core.images import load_image
+
+from .results import write_parquet
 
 MANIFEST_NAME = "manifest.parquet"
 MANIFEST_COLUMNS = ["source_uri", "image_id", "sample_index", "sample_path", "sample_uri", "seed", "height", "width"]
@@ -64,10 +65,7 @@ def build_manifest(samples: pd.DataFrame, runs: pd.DataFrame, out_url: str) -> p
 def write_manifest(table: pd.DataFrame, out_url: str) -> str:
     """Write `<out_url>/manifest.parquet` atomically; return its URL."""
     url = f"{out_url.rstrip('/')}/{MANIFEST_NAME}"
-    buf = io.BytesIO()
-    table.to_parquet(buf, index=False)
-    with atomic_write(url) as f:
-        f.write(buf.getvalue())
+    write_parquet(table, url)
     return url
 
 

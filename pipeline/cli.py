@@ -7,16 +7,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli_common import (
-    DeviceOpt,
-    PresetOpt,
-    SetOpt,
-    ThreadsOpt,
-    fail,
-    friendly_errors,
-    resolve_config,
-    set_threads,
-)
+from pipeline.cli_common import fail, friendly_errors, resolve_config, set_threads
+from pipeline.options import Device, Overrides, Preset, Quiet, ScaleH, ScaleV, Threads, TrainSeed
 from singan_core.images import save_image
 
 __all__ = ["app", "fail", "friendly_errors", "main", "resolve_config", "set_threads"]
@@ -33,19 +25,19 @@ app = typer.Typer(
 def train(
     images: Annotated[list[str], typer.Argument(help="Image path or fsspec URL; two or more train one DoubleGAN.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Output folder (local or fsspec URL) for the model.")],
-    preset_name: PresetOpt = "paper",
-    overrides: SetOpt = None,
-    device: DeviceOpt = "auto",
-    seed: Annotated[int | None, typer.Option(help="Random seed (default: the preset's).")] = None,
-    threads: ThreadsOpt = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    preset_name: Preset = "paper",
+    overrides: Overrides = None,
+    device: Device = "auto",
+    seed: TrainSeed = None,
+    threads: Threads = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Train a SinGAN pyramid, coarse to fine. Saves after every scale; re-running resumes."""
-    from singan_core.singan import SinGAN
+    import singan_core
 
     set_threads(threads)
     cfg = resolve_config(preset_name, overrides, seed)
-    model = SinGAN.train(images if len(images) > 1 else images[0], cfg, out=out, device=device, progress=not quiet)
+    model = singan_core.train(images if len(images) > 1 else images[0], cfg, out=out, device=device, progress=not quiet)
     rep = model.report
     typer.echo(
         f"trained {rep['num_scales']} scales ({rep['total_iterations']} iterations) in "
@@ -59,12 +51,12 @@ def train_pack(
     images: Annotated[list[str], typer.Argument(help="Images of one training shape (one size after max_size).")],
     out_dir: Annotated[str, typer.Option("--out-dir", help="Folder for the models: one folder per image, "
                                          "named after the image's file name without extension.")],
-    preset_name: PresetOpt = "paper",
-    overrides: SetOpt = None,
-    device: DeviceOpt = "auto",
-    seed: Annotated[int | None, typer.Option(help="Random seed (default: the preset's).")] = None,
-    threads: ThreadsOpt = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    preset_name: Preset = "paper",
+    overrides: Overrides = None,
+    device: Device = "auto",
+    seed: TrainSeed = None,
+    threads: Threads = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Train one pyramid per image, all at once as one pack: each model is the one `singan train` gives
     the image alone. Saves every model after every scale; re-running resumes."""
@@ -92,15 +84,15 @@ def sample(
     model_dir: Annotated[str, typer.Argument(help="Folder of a trained model.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Folder for the PNG samples.")],
     n: Annotated[int, typer.Option("--n", help="Number of samples.")] = 50,
-    scale_h: Annotated[float, typer.Option(help="Width factor of the samples (1.0 = training size).")] = 1.0,
-    scale_v: Annotated[float, typer.Option(help="Height factor of the samples.")] = 1.0,
+    scale_h: ScaleH = 1.0,
+    scale_v: ScaleV = 1.0,
     gen_start_scale: Annotated[
         int, typer.Option(help="Stages below this one reuse the reconstruction noise (keep the coarse layout).")
     ] = 0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Samples generated per forward pass.")] = 16,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
 ) -> None:
     """Write N random samples of any size and aspect as PNG files."""
     from singan_core.singan import SinGAN
@@ -123,7 +115,7 @@ def reconstruct(
     model_dir: Annotated[str, typer.Argument(help="Folder of a trained model.")],
     out: Annotated[str, typer.Option("--out", "-o", help="PNG file to write.")],
     image_index: Annotated[int, typer.Option(help="Which training image (multi-image models).")] = 0,
-    device: DeviceOpt = "auto",
+    device: Device = "auto",
 ) -> None:
     """Write the reconstruction x~rec_0 (the pyramid run on {z*, 0, ..., 0})."""
     from singan_core.singan import SinGAN

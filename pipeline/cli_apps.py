@@ -18,15 +18,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli_common import (
-    DeviceOpt,
-    PresetOpt,
-    SetOpt,
-    ThreadsOpt,
-    friendly_errors,
-    resolve_config,
-    set_threads,
-)
+from pipeline.cli_common import friendly_errors, resolve_config, set_threads
+from pipeline.options import Device, Overrides, Preset, Quiet, Seed, Threads, TrainSeed
 from singan_core.config import preset
 from singan_core.images import load_image, save_image
 
@@ -36,7 +29,6 @@ StartScale = Annotated[
     int, typer.Option("--start-scale", "-k", help="Stage to inject at, 1..N (0 is the coarsest, N the finest).")
 ]
 SeedOpt = Annotated[int, typer.Option(help="Random seed of the noise maps.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -68,16 +60,16 @@ def sr_command(
     model_dir: Annotated[
         str | None, typer.Option(help="Folder to keep (and resume) the SR model in (default: a temporary one).")
     ] = None,
-    preset_name: PresetOpt = "paper",
-    overrides: SetOpt = None,
-    seed: Annotated[int | None, typer.Option(help="Training seed (default: the preset's).")] = None,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
-    quiet: QuietOpt = False,
+    preset_name: Preset = "paper",
+    overrides: Overrides = None,
+    seed: TrainSeed = None,
+    device: Device = "auto",
+    threads: Threads = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Super-resolve an image: train on it (SR pyramid, steps of ~2^(1/3)), then apply G_0 step by step."""
+    from singan_core import train
     from singan_core.applications.sr import sr_config, sr_steps, super_resolve
-    from singan_core.singan import SinGAN
 
     set_threads(threads)
     steps, step = sr_steps(factor)
@@ -85,7 +77,7 @@ def sr_command(
     cfg = sr_config(preset(preset_name), factor, tuple(x.shape[-2:])).override(overrides or [])  # --set wins
     cfg = cfg.replace(seed=seed) if seed is not None else cfg
     with tempfile.TemporaryDirectory(prefix="singan-sr-") as tmp:
-        model = SinGAN.train(x, cfg, out=model_dir or tmp, device=device, progress=not quiet)
+        model = train(x, cfg, out=model_dir or tmp, device=device, progress=not quiet)
         y = super_resolve(model, factor, x)
     save_image(y, out)
     typer.echo(f"wrote {out}: {_size(y)} from {_size(x)} ({steps} steps of x{step:.3f})")
@@ -104,9 +96,9 @@ def paint2image_command(
     finetune_iters: Annotated[int, typer.Option(help="Fine-tuning iterations of G_K (with --quantize).")] = 500,
     seed: SeedOpt = 0,
     image_index: Annotated[int, typer.Option(help="Which training image (multi-image models).")] = 0,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
-    quiet: QuietOpt = False,
+    device: Device = "auto",
+    threads: Threads = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Turn a painting into an image: inject it at the start scale and run the finer generators."""
     from singan_core.applications.paint2image import paint_to_image
@@ -145,8 +137,8 @@ def harmonize_command(
     dilation: Annotated[int, typer.Option(help="Radius of the disk the mask is dilated with, in pixels.")] = 7,
     blur: BlurOpt = 5.0,
     seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
 ) -> None:
     """Harmonize a pasted object with the training image; pixels outside the dilated mask are kept."""
     _inject_and_blend(model_dir, composite, mask, start_scale, out, dilation, blur, seed, device, threads)
@@ -162,8 +154,8 @@ def edit_command(
     dilation: Annotated[int, typer.Option(help="Radius of the disk the mask is dilated with, in pixels.")] = 20,
     blur: BlurOpt = 5.0,
     seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
 ) -> None:
     """Make an edit seamless; pixels outside the dilated mask are kept."""
     _inject_and_blend(model_dir, edited, mask, start_scale, out, dilation, blur, seed, device, threads)
@@ -189,8 +181,8 @@ def animate_command(
     seed: SeedOpt = 0,
     image_index: Annotated[int, typer.Option(help="Which training image (multi-image models).")] = 0,
     mp4: Annotated[bool, typer.Option(help="Also write an MP4 when imageio-ffmpeg or PyAV is installed.")] = True,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
 ) -> None:
     """Animate the training image by a random walk in noise space around z*; writes a GIF (and an MP4)."""
     from singan_core.applications.animate import animate, mp4_writer_available, write_gif, write_mp4
@@ -219,12 +211,12 @@ def highres_command(
         int | None, typer.Option(help="Stage of the base pyramid the mosaic is injected at (default: the middle).")
     ] = None,
     band: Annotated[int | None, typer.Option(help="Half-width of the seam band, px (default: 4% of the size).")] = None,
-    preset_name: PresetOpt = "paper",
-    overrides: SetOpt = None,
-    seed: Annotated[int | None, typer.Option(help="Training and sampling seed (default: the preset's).")] = None,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
-    quiet: QuietOpt = False,
+    preset_name: Preset = "paper",
+    overrides: Overrides = None,
+    seed: Seed = None,
+    device: Device = "auto",
+    threads: Threads = 0,
+    quiet: Quiet = False,
 ) -> None:
     """High-Res-SinGAN by slicing: four quadrant pyramids + a base pyramid, stitched. Re-running resumes."""
     from singan_core.applications.highres import (

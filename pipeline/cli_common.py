@@ -1,24 +1,19 @@
-"""What every `singan` command and job script shares: option types, config resolution, one-line errors."""
+"""What every `singan` command and job script shares besides its options (those are in options.py):
+config resolution and one-line errors."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
-import torch
 import typer
 
-from singan_core.config import PRESETS, Config, preset
+from singan_core.config import Config, preset
+from singan_core.devices import set_threads
 from singan_core.images import ImageError
 
-PresetOpt = Annotated[str, typer.Option("--preset", "-p", help=f"Hyper-parameter preset: {', '.join(PRESETS)}.")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override a config field, e.g. --set niter=500 (repeatable)."),
-]
-DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, mps or auto (CUDA when present).")]
-ThreadsOpt = Annotated[int, typer.Option(help="Torch CPU threads (0: torch's default).")]
+__all__ = ["fail", "friendly_errors", "resolve_config", "set_threads"]
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -43,10 +38,6 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def resolve_config(preset_name: str, overrides: list[str] | None, seed: int | None = None) -> Config:
+    """The preset, then the `--set name=value` overrides in order, then `--seed` when given."""
     cfg = preset(preset_name).override(overrides or [])
     return cfg.replace(seed=seed) if seed is not None else cfg
-
-
-def set_threads(threads: int) -> None:
-    if threads > 0:
-        torch.set_num_threads(threads)

@@ -13,7 +13,6 @@ metric is still computed, printed and written.
 
 from __future__ import annotations
 
-import io
 import re
 from typing import Annotated
 
@@ -23,7 +22,11 @@ import torch
 import typer
 
 from singan_core.images import IMAGE_EXTENSIONS, ImageError, atomic_write, load_image, resize
-from singan_core.metrics import METRICS, SIFID_LAYERS, WEIGHTS_ENV, evaluate, parse_metrics
+from singan_core.metrics import METRICS, SIFID_LAYERS, evaluate, parse_metrics
+
+from .cli_common import fail
+from .options import InceptionWeights
+from .results import write_parquet
 
 OUT_FORMATS = (".parquet", ".csv")
 EXIT_BAD_INPUT = 1
@@ -35,9 +38,9 @@ def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
-    return typer.Exit(EXIT_BAD_INPUT)
+def _one_line(message: str) -> str:
+    """A multi-line message (a library's) joined into the one line of an `error:`."""
+    return " ".join(message.split())
 
 
 def _note(message: str) -> None:
@@ -58,15 +61,11 @@ def list_sample_files(url: str) -> list[str]:
     return [fs.unstrip_protocol(f) if "://" in url else f for f in files]
 
 
-def is_model_dir(url: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs.exists(f"{path.rstrip('/')}/model.json")
-
-
 def load_samples(url: str, n: int, seed: int, device: str) -> tuple[list[torch.Tensor] | torch.Tensor, list | None]:
     """The samples to evaluate: the first n image files of a folder, or n samples drawn from a model folder."""
-    if is_model_dir(url):
-        from singan_core.singan import SinGAN
+    from singan_core.singan import SinGAN, model_exists
+
+    if model_exists(url):
 
         typer.echo(f"drawing {n} samples from the model {url} (seed {seed})", err=True)
         return SinGAN.load(url, device=device).sample(n, seed=seed).cpu(), None
@@ -117,13 +116,10 @@ def format_table(frame: pd.DataFrame) -> str:
 def write_frame(frame: pd.DataFrame, url: str) -> None:
     """Parquet or CSV by the extension of `url`, written atomically."""
     if url.lower().endswith(".parquet"):
-        buf = io.BytesIO()
-        frame.to_parquet(buf, index=False)
-        data = buf.getvalue()
-    else:
-        data = frame.to_csv(index=False).encode()
+        write_parquet(frame, url)
+        return
     with atomic_write(url) as f:
-        f.write(data)
+        f.write(frame.to_csv(index=False).encode())
 
 
 def eval_command(
@@ -138,13 +134,7 @@ def eval_command(
     sifid_layer: Annotated[
         int, typer.Option("--sifid-layer", help="64: the authors' script (default); 192: the paper's text.")
     ] = 64,
-    inception_weights: Annotated[
-        str | None,
-        typer.Option(
-            "--inception-weights",
-            help=f"inception_v3_google-0cc3c7bd.pth: path or URL (else ${WEIGHTS_ENV}, torch.hub's cache, download).",
-        ),
-    ] = None,
+    inception_weights: InceptionWeights = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Write the rows to this .parquet or .csv.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto (CUDA when present).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the SWD projections and of the model's samples.")] = 0,
@@ -180,7 +170,7 @@ def eval_command(
             strict=False,
         )
     except (ImageError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        raise _fail(str(e) or type(e).__name__) from None
+        raise fail(_one_line(str(e) or type(e).__name__), EXIT_BAD_INPUT) from None
 
     frame = result.to_frame()
     frame["file"] = pd.array([files[s] if files and s is not pd.NA else None for s in frame["sample"]], "string")
@@ -194,7 +184,7 @@ def eval_command(
         try:
             write_frame(frame, out)
         except OSError as e:
-            raise _fail(f"cannot write {out}: {e}") from None
+            raise fail(_one_line(f"cannot write {out}: {e}"), EXIT_BAD_INPUT) from None
         typer.echo(f"wrote {len(frame)} rows to {out}", err=True)
     if any(name.startswith("sifid") for name in result.errors):
         raise typer.Exit(EXIT_MISSING_WEIGHTS)

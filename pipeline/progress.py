@@ -1,4 +1,5 @@
-"""What the driver shows: a live progress line while the job runs and a summary table at the end."""
+"""What the driver shows: a live progress line while the job runs, and the report at the end (a summary
+table, the counts, where everything is)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from tqdm.auto import tqdm
+
+from . import results as rs
+
+if TYPE_CHECKING:
+    from .run import RunSummary
 
 
 @dataclass(frozen=True)
@@ -83,3 +90,36 @@ def summary_table(runs: pd.DataFrame, metrics_summary: pd.DataFrame | None = Non
             table[metric] = [round(float(means[metric].get(k, float("nan"))), 4) for k in keys]
     table["error"] = runs["error"].fillna("").map(lambda e: e if len(e) <= width else e[: width - 3] + "...")
     return table.to_string(index=False, na_rep="-")
+
+
+# ---------------------------------------------------------------------------- the report
+def say(text: str, progress: bool) -> None:
+    """Print a line of the driver's, unless it is quiet."""
+    if progress:
+        print(text, flush=True)
+
+
+def counts_line(summary: RunSummary) -> str:
+    before = f" ({summary.previously_failed} of them bad input seen before)" if summary.previously_failed else ""
+    state = " (interrupted)" if summary.interrupted else ""
+    return (f"images: {summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped{before} "
+            f"in {summary.seconds:.1f} s{state}")
+
+
+def format_report(summary: RunSummary) -> str:
+    """The summary table, the counts and where everything is."""
+    metrics = rs.read_table(summary.summary_path, rs.SUMMARY)
+    metrics = metrics[metrics["image_id"].isin(summary.runs["image_id"])] if len(summary.runs) else metrics
+    lines = ["", summary_table(summary.runs, metrics), ""]
+    lines.append(counts_line(summary))
+    for note in summary.notes:
+        lines.append(f"note: {note}")
+    lines += [
+        f"runs:     {summary.runs_path}",
+        f"samples:  {summary.samples_path}",
+        f"metrics:  {summary.metrics_path}",
+        f"          {summary.summary_path}",
+        f"MLflow:   experiment {summary.experiment!r} (id {summary.experiment_id}), parent run "
+        f"{summary.parent_run_id}, store {summary.tracking_uri}",
+    ]
+    return "\n".join(lines)

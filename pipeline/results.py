@@ -162,8 +162,16 @@ def read_table(url: str, schema: pa.Schema) -> pd.DataFrame:
 
 
 def write_table(url: str, frame: pd.DataFrame, schema: pa.Schema) -> None:
+    """Write `frame` as a table of exactly `schema` to `url`, atomically."""
+    write_parquet(to_table(frame, schema), url)
+
+
+def write_parquet(data: pd.DataFrame | pa.Table, url: str) -> None:
+    """Write a DataFrame (without its index) or an Arrow table as Parquet to `url`, atomically: the one
+    Parquet writer of the project."""
+    table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
     buf = io.BytesIO()
-    pq.write_table(to_table(frame, schema), buf)
+    pq.write_table(table, buf)
     with atomic_write(url) as f:
         f.write(buf.getvalue())
 

@@ -1,14 +1,15 @@
 """The work of the job, as plain functions and their Ray remote versions.
 
 Each function takes URLs and small specs (never tensors), writes its outputs to the output storage
-and returns small plain dicts (rows for the Parquet tables). The driver chains them:
+and returns a small typed result (`Trained`, `ChunkResult`) holding rows for the Parquet tables.
+The driver chains them:
 
     train_variant ─┬─> sample_chunk ──> evaluate_chunk      (one chain per chunk of samples)
                    └─> ...           ──> evaluate_set       (diversity over all the samples)
 
 High-Res mode: five train_variant calls (base, q0..q3) feed each stitch_chunk instead of sample_chunk.
 
-Training saves a checkpoint after every scale (SinGAN.train(out=...)); when Ray retries a task whose
+Training saves a checkpoint after every scale (singan_core.train(out=...)); when Ray retries a task whose
 worker died, the new attempt resumes from the last finished scale.
 
 Fault injection (for tests and drills): with the environment variable SINGAN_FAULT_EXIT_AFTER_SCALE=k
@@ -18,12 +19,11 @@ scale k (0 = coarsest). The retry resumes after scale k, so each task dies once.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,7 +31,10 @@ import ray
 import torch
 
 from singan_core.config import Config
+from singan_core.devices import set_threads
 from singan_core.images import atomic_write, load_image, save_image
+from singan_core.singan import SinGAN, model_exists
+from singan_core.train import train
 
 from .figures import loss_curves_png, png_bytes, sample_grid
 
@@ -48,7 +51,7 @@ class TrainSpec:
     image_url: str
     image_id: str
     variant: str
-    config_json: str  # the job's config; High-Res parts derive theirs with highres_config
+    config: Config  # the job's config; High-Res parts derive theirs with highres_config
     model_url: str
     plot_url: str
     threads: int = 1
@@ -85,6 +88,35 @@ class EvalSpec:
     seed: int = 0
 
 
+# ---------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class Trained:
+    """What a training task returns: its row of runs.parquet (minus the job-level columns) and the
+    config the pyramid was trained with (None when the task failed before it was known)."""
+
+    row: dict[str, Any]
+    config: Config | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.row.get("status") != "ok"
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What a sampling or evaluation task returns.
+
+    rows: its rows of samples.parquet or metrics.parquet. error: what failed it (a failed sampling
+    marks the sampled variant failed). notes: what could not be computed without failing anything
+    (a metric). skipped: not run because a training it needs failed (its row says why).
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    skipped: bool = False
+
+
 # ---------------------------------------------------------------------------- small helpers
 def now() -> datetime:
     return datetime.now(timezone.utc)
@@ -104,11 +136,6 @@ def task_device() -> str:
     return "cuda" if has_gpu and torch.cuda.is_available() else "cpu"
 
 
-def set_threads(threads: int) -> None:
-    """Torch CPU threads = the task's CPUs (oversubscribed threads are many times slower)."""
-    torch.set_num_threads(max(1, int(threads)))
-
-
 def write_bytes(url: str, data: bytes) -> None:
     with atomic_write(url) as f:
         f.write(data)
@@ -116,11 +143,10 @@ def write_bytes(url: str, data: bytes) -> None:
 
 def finished_scales(model_url: str) -> int:
     """How many scales the checkpoint at `model_url` holds (0 when there is none)."""
-    import fsspec
-
+    if not model_exists(model_url):
+        return 0
     try:
-        with fsspec.open(f"{model_url.rstrip('/')}/model.json", "r") as f:
-            return len(json.load(f).get("stages", []))
+        return SinGAN.load(model_url, device="cpu").num_stages
     except (FileNotFoundError, ValueError):
         return 0
 
@@ -154,10 +180,8 @@ def _stage_callback(key: str, board: Any, fault_after: int | None):
 # ---------------------------------------------------------------------------- training
 def _train(spec: TrainSpec, image: torch.Tensor, cfg: Config, device: str, on_stage) -> tuple[str, Config, Any]:
     """Train the pyramid of `spec` (resumable); return its model URL, its config and its shapes."""
-    from singan_core.singan import SinGAN
-
     if spec.variant == "full":
-        model = SinGAN.train(image, cfg, out=spec.model_url, device=device, progress=False, on_stage=on_stage)
+        model = train(image, cfg, out=spec.model_url, device=device, progress=False, on_stage=on_stage)
         return spec.model_url, cfg, model
     from singan_core.applications import highres
 
@@ -166,8 +190,8 @@ def _train(spec: TrainSpec, image: torch.Tensor, cfg: Config, device: str, on_st
     return url, highres.highres_config(cfg, spec.variant), SinGAN.load(url, device="cpu")
 
 
-def train_variant(spec: TrainSpec, board: Any = None) -> dict[str, Any]:
-    """Train one pyramid and return its row of runs.parquet (minus the job-level columns).
+def train_variant(spec: TrainSpec, board: Any = None) -> Trained:
+    """Train one pyramid and return its row of runs.parquet (minus the job-level columns) and its config.
 
     Bad input (corrupt, too small, not an image) and any other error become a failed row; only the
     death of the process itself escapes (and makes Ray retry the task).
@@ -176,26 +200,27 @@ def train_variant(spec: TrainSpec, board: Any = None) -> dict[str, Any]:
     started = now()
     row: dict[str, Any] = {"image_id": spec.image_id, "variant": spec.variant, "source_uri": spec.image_url,
                            "host": socket.gethostname(), "start_time": started, "model_url": spec.model_url}
+    variant_cfg = None
     try:
-        cfg = Config.from_dict(json.loads(spec.config_json))
         device = task_device()
         row["device"] = device
         row["resumed_from_scale"] = finished_scales(spec.model_url)
         image = load_image(spec.image_url)
         row["orig_height"], row["orig_width"] = int(image.shape[-2]), int(image.shape[-1])
         on_stage = _stage_callback(f"{spec.image_id}/{spec.variant}", board, spec.fault_exit_after_scale)
-        url, variant_cfg, model = _train(spec, image, cfg, device, on_stage)
+        url, trained_cfg, model = _train(spec, image, spec.config, device, on_stage)
         report = model.report
         stages = report.get("stages", [])
         write_bytes(spec.plot_url, loss_curves_png(stages, f"{os.path.basename(spec.image_url)} ({spec.variant})"))
         row.update(_report_columns(report, model.shapes[-1]))
-        row.update(status="ok", model_uri=url, config_json=variant_cfg.to_json(), plot_uri=spec.plot_url,
+        row.update(status="ok", model_uri=url, plot_uri=spec.plot_url,
                    stages=[{k: v for k, v in s.items() if k != "curve"} for s in stages])
+        variant_cfg = trained_cfg
     except Exception as e:  # noqa: BLE001 - one bad image must never stop the job
         row.update(status="failed", error=one_line(e), error_type=type(e).__name__,
                    traceback="".join(traceback.format_exception(e))[-4000:])
     row["end_time"] = now()
-    return row
+    return Trained(row, variant_cfg)
 
 
 def _report_columns(report: dict[str, Any], finest: tuple[int, int]) -> dict[str, Any]:
@@ -234,47 +259,38 @@ def _sample_rows(spec: SampleSpec, samples: torch.Tensor, scale: tuple[float, fl
     return rows
 
 
-def _skip_reason(train_rows: Sequence[dict[str, Any]]) -> str | None:
-    failed = [r for r in train_rows if r.get("status") != "ok"]
-    return f"training of {failed[0]['variant']} failed" if failed else None
-
-
-def sample_chunk(spec: SampleSpec, train_row: dict[str, Any]) -> dict[str, Any]:
-    """Draw one chunk of samples from a trained pyramid; returns {"rows": [...], "error": str | None}."""
-    if _skip_reason([train_row]):
-        return {"rows": [], "error": None, "skipped": True}
-    from singan_core.singan import SinGAN
-
+def sample_chunk(spec: SampleSpec, trained: Trained) -> ChunkResult:
+    """Draw one chunk of samples from a trained pyramid."""
+    if trained.failed:
+        return ChunkResult(skipped=True)
     set_threads(spec.threads)
     try:
-        model = SinGAN.load(train_row["model_uri"], device=task_device())
+        model = SinGAN.load(trained.row["model_uri"], device=task_device())
         samples = model.sample(spec.count, scale_h=spec.scale_h, scale_v=spec.scale_v, seed=spec.seed,
                                batch_size=spec.count)
-        return {"rows": _sample_rows(spec, samples, (spec.scale_h, spec.scale_v)), "error": None}
+        return ChunkResult(_sample_rows(spec, samples, (spec.scale_h, spec.scale_v)))
     except Exception as e:  # noqa: BLE001
-        return {"rows": [], "error": f"sampling failed: {one_line(e)}"}
+        return ChunkResult(error=f"sampling failed: {one_line(e)}")
 
 
-def stitch_chunk(spec: SampleSpec, *train_rows: dict[str, Any]) -> dict[str, Any]:
+def stitch_chunk(spec: SampleSpec, *parts: Trained) -> ChunkResult:
     """High-Res: stitched samples from the base pyramid and the four quadrant pyramids (in HIGHRES_PARTS order)."""
-    if _skip_reason(train_rows):
-        return {"rows": [], "error": _skip_reason(train_rows), "skipped": True}
+    if any(part.failed for part in parts):
+        return ChunkResult(skipped=True)
     from singan_core.applications import highres
 
     set_threads(spec.threads)
     try:
-        urls = [r["model_uri"] for r in train_rows]
+        urls = [part.row["model_uri"] for part in parts]
         samples = highres.stitch(urls[0], urls[1:], n=spec.count, seed=spec.seed, device=task_device())
-        return {"rows": _sample_rows(spec, samples.clamp(-1, 1), (1.0, 1.0)), "error": None}
+        return ChunkResult(_sample_rows(spec, samples.clamp(-1, 1), (1.0, 1.0)))
     except Exception as e:  # noqa: BLE001
-        return {"rows": [], "error": f"stitching failed: {one_line(e)}"}
+        return ChunkResult(error=f"stitching failed: {one_line(e)}")
 
 
 # ---------------------------------------------------------------------------- evaluation
 def _real_image(spec: EvalSpec) -> torch.Tensor:
     """x_0 of the trained model: the real image at the training size."""
-    from singan_core.singan import SinGAN
-
     return SinGAN.load(spec.real_model_url, device="cpu").reals[-1][:1]
 
 
@@ -294,12 +310,12 @@ def _group(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in ("image_id", "config_hash", "variant_tag", "variant")}
 
 
-def evaluate_chunk(spec: EvalSpec, sampled: dict[str, Any]) -> dict[str, Any]:
+def evaluate_chunk(spec: EvalSpec, sampled: ChunkResult) -> ChunkResult:
     """Per-sample metrics (SIFID when its weights can be had, SWD, patch FD) of one chunk of samples."""
-    rows = sampled["rows"]
+    rows = sampled.rows
     names = tuple(m for m in spec.metrics if m != "diversity")
     if not rows or not names:
-        return {"rows": [], "notes": []}
+        return ChunkResult()
     from singan_core.metrics import evaluate
 
     set_threads(spec.threads)
@@ -308,26 +324,25 @@ def evaluate_chunk(spec: EvalSpec, sampled: dict[str, Any]) -> dict[str, Any]:
         real = _real_image(spec)
         result = evaluate(real, samples, names, inception_weights=spec.inception_weights, device="cpu",
                           seed=spec.seed, strict=False)
-        return {"rows": _metric_rows(rows, result.per_sample), "notes": list(result.errors.values())}
+        return ChunkResult(_metric_rows(rows, result.per_sample), notes=list(result.errors.values()))
     except Exception as e:  # noqa: BLE001 - a metric that cannot be computed is a note, not a failure
-        return {"rows": [], "notes": [f"evaluation failed: {one_line(e)}"]}
+        return ChunkResult(notes=[f"evaluation failed: {one_line(e)}"])
 
 
-def evaluate_set(spec: EvalSpec, *sampled: dict[str, Any]) -> dict[str, Any]:
+def evaluate_set(spec: EvalSpec, *sampled: ChunkResult) -> ChunkResult:
     """Set-level metrics (diversity) over all the samples of one image and variant."""
-    rows = [r for chunk in sampled for r in chunk["rows"]]
+    rows = [r for chunk in sampled for r in chunk.rows]
     if "diversity" not in spec.metrics or len(rows) < 2:
-        return {"rows": [], "notes": []}
+        return ChunkResult()
     from singan_core.metrics import diversity
 
     set_threads(spec.threads)
     try:
         samples = _load_samples(rows)
         value = diversity(samples, _real_image(spec))
-        return {"rows": [{**_group(rows[0]), "sample_index": None, "metric": "diversity", "value": value}],
-                "notes": []}
+        return ChunkResult([{**_group(rows[0]), "sample_index": None, "metric": "diversity", "value": value}])
     except Exception as e:  # noqa: BLE001
-        return {"rows": [], "notes": [f"diversity failed: {one_line(e)}"]}
+        return ChunkResult(notes=[f"diversity failed: {one_line(e)}"])
 
 
 # ---------------------------------------------------------------------------- Ray versions
@@ -342,10 +357,12 @@ remote_evaluate_set = ray.remote(max_retries=2)(evaluate_set)
 __all__ = [
     "FAULT_ENV",
     "HIGHRES_PARTS",
+    "ChunkResult",
     "EvalSpec",
     "ProgressBoard",
     "SampleSpec",
     "TrainSpec",
+    "Trained",
     "evaluate_chunk",
     "evaluate_set",
     "remote_evaluate",

@@ -6,7 +6,8 @@ folder (`sqlite:///<out>/mlflow.db`, artifacts in `<out>/mlartifacts`; no server
 
     mlflow ui --backend-store-uri sqlite:///<out>/mlflow.db
 
-One parent run per job; one nested run per image and variant with params = the resolved config,
+One parent run per job (`start_job_run`, `end_job_run`); one nested run per image and variant
+(`log_image`) with params = the resolved config,
 metrics = training seconds (total and per scale, step = scale index with 0 the coarsest), iterations
 per scale, losses, sample metrics; tags = image id, variant, epoch_decay; artifacts = the model
 (`model/`), the loss curves and the sample grid (`plots/`). `load_model(run_id)` brings a model back.
@@ -22,12 +23,18 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+if TYPE_CHECKING:
+    from singan_core.config import Config
+
+    from .plan import Plan
+    from .rows import Finished
 
 MODEL_ARTIFACT = "model"
 MODEL_FILES = ("model.json", "model.pt", "report.json")
@@ -162,7 +169,47 @@ def _tag(value: Any) -> str:
     return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 3] + "..."
 
 
-# ---------------------------------------------------------------------------- one variant's run
+# ---------------------------------------------------------------------------- the job's run
+def start_job_run(tracker: Tracker, name: str, plan: Plan, input_url: str) -> str:
+    """The job's parent run: the config and the job's options as params; returns its run id."""
+    res = plan.resources
+    params = {**plan.config.to_dict(), "highres": plan.highres, "samples": plan.samples, "scale_h": plan.scale_h,
+              "scale_v": plan.scale_v, "metrics": ",".join(plan.metrics), "num_cpus_per_task": res.num_cpus,
+              "gpus_per_task": res.num_gpus}
+    tags = {"input": input_url, "out": plan.layout.out, "config_hash": plan.config_hash,
+            "variant_tag": plan.tag or None}
+    return tracker.start_run(name, params, tags)
+
+
+def end_job_run(tracker: Tracker, run_id: str, *, ok: int, failed: int, skipped: int, seconds: float,
+                interrupted: bool) -> None:
+    """The job's counts and seconds as the parent run's metrics, then its end (KILLED when interrupted)."""
+    tracker.log_metrics(run_id, [("images_ok", ok, 0), ("images_failed", failed, 0), ("images_skipped", skipped, 0),
+                                 ("job_seconds", seconds, 0)])
+    tracker.end_run(run_id, "KILLED" if interrupted else "FINISHED")
+
+
+# ---------------------------------------------------------------------------- one image's runs
+def log_image(tracker: Tracker, parent_id: str, finished: Finished, plan: Plan) -> Finished:
+    """One nested MLflow run per variant of the image; returns the rows with their `mlflow_run_id`."""
+    layout = plan.layout
+    group = plan.group(finished.image_id)
+    rows = []
+    for row in finished.runs:
+        variant = row["variant"]
+        files = {"plots/loss_curves.png": layout.plot(group, variant, "loss_curves.png"),
+                 "plots/sample_grid.png": layout.plot(group, variant, "sample_grid.png")}
+        if row.get("status") == "ok" and row.get("model_uri"):
+            files.update(model_files(row["model_uri"]))
+        summary = [s for s in finished.summary if s["variant"] == variant]
+        name = f"{os.path.basename(str(row.get('source_uri')))} {variant}"
+        run_id = log_variant(tracker, parent_id, row, config=finished.configs[variant], summary=summary,
+                             files=files, run_name=name)
+        rows.append({**row, "mlflow_run_id": run_id})
+    return replace(finished, runs=rows)
+
+
+
 def variant_metrics(row: dict[str, Any], summary: Sequence[dict[str, Any]]) -> list[tuple[str, float, int]]:
     """MLflow metrics of one image and variant: training numbers per scale and the sample metrics."""
     out: list[tuple[str, float, int]] = [
@@ -186,17 +233,15 @@ def variant_metrics(row: dict[str, Any], summary: Sequence[dict[str, Any]]) -> l
     return [(name, value, step) for name, value, step in out if value is not None]
 
 
-def log_variant(tracker: Tracker, parent_id: str, row: dict[str, Any], summary: Sequence[dict[str, Any]],
-                files: dict[str, str], run_name: str) -> str:
-    """One nested run for an image and variant; returns its run id."""
-    import json
-
-    config = json.loads(row["config_json"]) if row.get("config_json") else {}
-    tags = {"image_id": row["image_id"], "variant": row["variant"], "epoch_decay": config.get("epoch_decay"),
+def log_variant(tracker: Tracker, parent_id: str, row: dict[str, Any], *, config: Config,
+                summary: Sequence[dict[str, Any]], files: dict[str, str], run_name: str) -> str:
+    """One nested run for an image and variant (params: the config it was trained with); returns its run id."""
+    tags = {"image_id": row["image_id"], "variant": row["variant"], "epoch_decay": config.epoch_decay,
             "variant_tag": row.get("variant_tag") or None, "source_uri": row.get("source_uri"),
             "config_hash": row.get("config_hash"), "status": row.get("status"), "error": row.get("error"),
             "device": row.get("device"), "host": row.get("host")}
-    run_id = tracker.start_run(run_name, config, tags, parent_id=parent_id, start_time=row.get("start_time"))
+    run_id = tracker.start_run(run_name, config.to_dict(), tags, parent_id=parent_id,
+                               start_time=row.get("start_time"))
     tracker.log_metrics(run_id, variant_metrics(row, summary))
     tracker.log_files(run_id, files)
     if row.get("traceback"):

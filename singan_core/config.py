@@ -42,10 +42,10 @@ class Config:
     nfc_double_every: int = 4  # channels double every this many scales
     num_layer: int = 5  # ConvBlocks + tail; receptive field 1 + num_layer * (ker_size - 1)
     ker_size: int = 3
-    padding: str = "zero"  # zero | constant | replicate | circular (seed 002)
+    padding: str = "zero"  # zero | constant | replicate | circular (IMA206)
     bias_init: str = "zero"  # zero | torch: conv biases zeroed, or left at torch's default init as the authors' code
     # losses
-    adv_loss: str = "wgan-gp"  # wgan-gp | frechet-patch (seed 002)
+    adv_loss: str = "wgan-gp"  # wgan-gp | frechet-patch (IMA206)
     gp_weight: float = 0.1  # lambda of the WGAN-GP gradient penalty
     alpha: float = 10.0  # reconstruction weight
     noise_amp: float = 0.1  # sigma_n = noise_amp * RMSE(x_n, up(x~rec_{n+1}))
@@ -65,7 +65,7 @@ class Config:
     lr_gamma: float = 0.1
     dsteps: int = 3
     gsteps: int = 3
-    # epoch decay (seed 003): scale k (0 = coarsest) trains niter * max(1 - k * rate, floor)
+    # epoch decay (High-Res-SinGAN): scale k (0 = coarsest) trains niter * max(1 - k * rate, floor)
     epoch_decay: bool = False
     epoch_decay_rate: float = 0.1
     epoch_decay_floor: float = 0.3
@@ -105,7 +105,7 @@ class Config:
         return min(self.nfc * 2 ** (k // self.nfc_double_every), self.nfc_max)
 
     def iterations(self, k: int) -> int:
-        """Iterations at scale k counted from the coarsest; seed 003's linear epoch decay when enabled."""
+        """Iterations at scale k counted from the coarsest; High-Res-SinGAN's linear epoch decay when enabled."""
         if not self.epoch_decay:
             return self.niter
         fraction = max(1.0 - k * self.epoch_decay_rate, self.epoch_decay_floor)
@@ -174,11 +174,11 @@ PRESETS: dict[str, Config] = {
     "paper": Config(),
     # a CPU demo in minutes per image
     "quick": Config(max_size=64, min_size=19, niter=150, dsteps=2, gsteps=1, scale_factor=0.7),
-    # seed 002 (IMA206): 1000 iterations, 1 G step and 3 D steps
+    # IMA206: 1000 iterations, 1 G step and 3 D steps
     "ima206": Config(niter=1000, gsteps=1, dsteps=3),
-    # seed 003 (High-Res-SinGAN), outputs up to 500 px: the paper's pyramid magnified s = 500 / 250 = 2 times
+    # High-Res-SinGAN, outputs up to 500 px: the paper's pyramid magnified s = 500 / 250 = 2 times
     # (singan_core.applications.highres.highres_rule(500)): receptive field x s (10 layers of 3x3, 21 px),
-    # min_size x s (same number of scales), width 32 s^2 = 128 fixed over the scales, 003's epoch decay.
+    # min_size x s (same number of scales), width 32 s^2 = 128 fixed over the scales, High-Res-SinGAN's epoch decay.
     "highres": Config(max_size=500, min_size=50, num_layer=10, nfc=128, nfc_max=128, epoch_decay=True),
     # seconds on a tiny image, for tests
     "test": Config(max_size=32, min_size=16, niter=20, nfc=8, nfc_max=16, dsteps=1, gsteps=1, scale_factor=0.6),

@@ -21,6 +21,7 @@ import fsspec
 import torch
 
 from .config import Config
+from .devices import resolve_device
 from .images import atomic_write, load_image, resize
 from .model import Discriminator, Generator
 
@@ -42,21 +43,10 @@ class Stage:
     discriminator: Discriminator | None = None  # kept for fine-tuning (paint-to-image quantization)
 
 
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name in (None, "", "auto"):
-        return default_device()
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but CUDA is not available")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device mps was asked for but MPS is not available")
-    return device
+def model_exists(url: str) -> bool:
+    """Whether a model (complete, or a checkpoint of the scales so far) was saved in the folder `url`."""
+    fs, path = fsspec.core.url_to_fs(f"{url.rstrip('/')}/model.json")  # written last by `save`
+    return fs.exists(path)
 
 
 def coarsest_noise(batch: int, shape: tuple[int, int], device: torch.device, generator=None) -> torch.Tensor:
@@ -82,7 +72,7 @@ def stage_noise(k: int, batch: int, shape: tuple[int, int], device: torch.device
 
 
 class SinGAN:
-    """A trained (or partly trained) pyramid. Build with `SinGAN.train` or `SinGAN.load`."""
+    """A trained (or partly trained) pyramid. Made by `singan_core.train(image, config)` or `SinGAN.load`."""
 
     def __init__(
         self,
@@ -236,23 +226,6 @@ class SinGAN:
         """x~rec_0 = the pyramid run on {z*, 0, ..., 0}; close to x_0 after training."""
         return self.generate(1, fixed_noise_stages=self.num_stages, image_index=image_index).clamp(-1, 1)
 
-    # ------------------------------------------------------------------ training
-    @classmethod
-    def train(
-        cls,
-        image: torch.Tensor | str | Sequence[torch.Tensor | str],
-        config: Config,
-        *,
-        out: str | None = None,
-        device: str | torch.device | None = None,
-        progress: bool = True,
-        on_stage: Callable[[dict[str, Any]], None] | None = None,
-    ) -> SinGAN:
-        """Train a pyramid on an image (tensor or URL) or several (DoubleGAN). See `train.train`."""
-        from .train import train
-
-        return train(image, config, out=out, device=device, progress=progress, on_stage=on_stage)
-
     # ------------------------------------------------------------------ persistence
     def state_tensors(self) -> dict[str, torch.Tensor]:
         tensors: dict[str, torch.Tensor] = {"z_star": self.z_star.cpu()}
@@ -328,7 +301,7 @@ class SinGAN:
         reals = [tensors[f"real.{k}"] for k in range(len(stages))]
         report = meta.get("report", {})  # model.json is written last, so this matches the stages loaded
         model = cls(config, stages, tensors["z_star"], reals, float(meta["scale_factor"]), report, meta.get("meta"))
-        return model.to(resolve_device(device) if device is not None else default_device())
+        return model.to(resolve_device(device))
 
 
 def _sub(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

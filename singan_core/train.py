@@ -4,7 +4,7 @@ Scale n is trained after every coarser scale is frozen, with
 
     min_{G_n} max_{D_n}  L_adv(G_n, D_n) + alpha * L_rec(G_n)
 
-L_adv is WGAN-GP (or, as a variant from seed 002, a Frechet distance between the 11x11 patch
+L_adv is WGAN-GP (or, as a variant from IMA206, a Frechet distance between the 11x11 patch
 statistics of x_n and of the fake, with no discriminator). L_rec = ||G_n(0, up(x~rec_{n+1})) - x_n||^2
 on the fixed noise {z*, 0, ..., 0}. sigma_n = noise_amp * RMSE(x_n, up(x~rec_{n+1})).
 
@@ -28,16 +28,18 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import fsspec
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import Config
+from .devices import resolve_device
 from .images import resize
+from .metrics.frechet import psd_sqrt
+from .metrics.patch import pooled_patch_stats
 from .model import Discriminator, Generator, pack, unpack
 from .pyramid import build_reals, pyramid_for
-from .singan import SinGAN, Stage, as_images, coarsest_noise, resolve_device, stage_noise, upsample
+from .singan import SinGAN, Stage, as_images, coarsest_noise, model_exists, stage_noise, upsample
 
 _SUBBATCH = 16  # bounds the memory of batched coarser-scale passes
 
@@ -54,23 +56,10 @@ def gradient_penalty(D: Discriminator, real: torch.Tensor, fake: torch.Tensor, w
     return weight * ((norm - 1) ** 2).mean((0, 2, 3))
 
 
-def patch_stats(x: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and covariance of all patch_size x patch_size patches of x (each patch a 3*p*p vector)."""
-    p = F.unfold(x, patch_size).transpose(1, 2).reshape(-1, 3 * patch_size**2).double()
-    mu = p.mean(0)
-    d = p - mu
-    return mu, d.T @ d / max(p.shape[0] - 1, 1)
-
-
-def _sqrt_psd(m: torch.Tensor) -> torch.Tensor:
-    vals, vecs = torch.linalg.eigh(m)
-    return (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
-
-
 def frechet_patch_loss(real_mu: torch.Tensor, real_sqrt_cov: torch.Tensor, fake: torch.Tensor, patch_size: int):
     """||mu_r - mu_f||^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2)), with Tr((S_r S_f)^(1/2)) computed as
     Tr((S_r^(1/2) S_f S_r^(1/2))^(1/2)) from a symmetric eigen-decomposition (differentiable)."""
-    mu, cov = patch_stats(fake, patch_size)
+    mu, cov = pooled_patch_stats(fake, patch_size)
     m = real_sqrt_cov @ cov @ real_sqrt_cov
     m = (m + m.T) / 2
     tr_sqrt = torch.linalg.eigvalsh(m).clamp_min(1e-12).sqrt().sum()
@@ -80,7 +69,7 @@ def frechet_patch_loss(real_mu: torch.Tensor, real_sqrt_cov: torch.Tensor, fake:
 
 # ---------------------------------------------------------------------------- helpers
 def border_mean(x: torch.Tensor) -> float:
-    """Mean of the border pixels of x (the `constant` padding value of seed 002)."""
+    """Mean of the border pixels of x (the `constant` padding value of IMA206)."""
     edges = (x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1])
     border = torch.cat([e.flatten() for e in edges])
     return float(border.mean())
@@ -201,8 +190,8 @@ def train_stage(
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones, gamma=cfg.lr_gamma)
     sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, milestones, gamma=cfg.lr_gamma)
     if frechet:  # real_stats[i][j]: (mean, sqrt of covariance) of the patches of training image i of pack image j
-        real_stats = [[(mu, _sqrt_psd(cov)) for mu, cov in (patch_stats(x, cfg.patch_size)
-                                                             for x in each_image(real[i : i + 1], K))]
+        real_stats = [[(mu, psd_sqrt(cov)) for mu, cov in (pooled_patch_stats(x, cfg.patch_size)
+                                                            for x in each_image(real[i : i + 1], K))]
                       for i in range(M)]
 
     reuse_d_input = cfg.g_input == "last-d" and dsteps > 0
@@ -303,14 +292,9 @@ def prepare_reals(images: list[torch.Tensor], cfg: Config) -> tuple[list[torch.T
     return [torch.cat([r[k] for r in per_image]) for k in range(pyr.num_scales)], pyr.scale_factor
 
 
-def _model_exists(url: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(url.rstrip("/") + "/model.json")
-    return fs.exists(path)
-
-
 def _finished(out: str | None, meta: dict[str, Any], device: torch.device) -> SinGAN | None:
     """The model saved in `out` by an earlier run of this image and config (None: nothing there)."""
-    if out is None or not _model_exists(out):
+    if out is None or not model_exists(out):
         return None
     done = SinGAN.load(out, device)
     if (done.meta.get("image_hash"), done.meta.get("config_hash")) != (meta["image_hash"], meta["config_hash"]):
@@ -327,7 +311,7 @@ def train(
     progress: bool = True,
     on_stage: Callable[[dict[str, Any]], None] | None = None,
 ) -> SinGAN:
-    """Train a SinGAN pyramid on one image (or several: seed 000's DoubleGAN).
+    """Train a SinGAN pyramid on one image (or several: DoubleGAN); returns the trained SinGAN.
 
     With `out`, the pyramid so far is saved there after every scale, and a run restarted into the
     same folder (same image, same config) resumes from the last finished scale.

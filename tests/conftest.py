@@ -42,10 +42,10 @@ def tiny_image() -> torch.Tensor:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_image, tmp_path_factory):
-    from singan_core import SinGAN, preset
+    from singan_core import preset, train
 
     out = tmp_path_factory.mktemp("tiny_model")
-    model = SinGAN.train(tiny_image, preset("test").replace(niter=60), out=str(out), progress=False)
+    model = train(tiny_image, preset("test").replace(niter=60), out=str(out), progress=False)
     return model, str(out)
 
 

@@ -15,7 +15,7 @@ from scipy.ndimage import distance_transform_edt
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from singan_core import SinGAN, preset
+from singan_core import SinGAN, preset, train
 from singan_core.applications import (
     PARTS,
     animate,
@@ -51,7 +51,7 @@ H, W = 40, 48
 def trained(tmp_path_factory):
     """A 4-stage pyramid of a 40x48 image, saved to disk: (model, folder)."""
     out = tmp_path_factory.mktemp("apps_model")
-    model = SinGAN.train(synthetic_image(H, W), preset("test").replace(max_size=48, niter=30), out=str(out),
+    model = train(synthetic_image(H, W), preset("test").replace(max_size=48, niter=30), out=str(out),
                          progress=False)
     assert model.shapes[-1] == (H, W) and model.num_stages == 4
     return model, str(out)
@@ -314,7 +314,7 @@ def test_highres_cli(highres_parts, tmp_path):
 # ---------------------------------------------------------------------------- multi-image training (DoubleGAN)
 def test_multi_image_training_reconstructs_each_input():
     a, b = synthetic_image(H, W, seed=0), -synthetic_image(30, 40, seed=9)  # b is resized to a's shape
-    model = SinGAN.train([a, b], preset("test").replace(niter=30), progress=False)
+    model = train([a, b], preset("test").replace(niter=30), progress=False)
     assert model.num_images == 2 and model.z_star.shape[0] == 2
     x0 = model.reals[-1]
     for i in range(2):

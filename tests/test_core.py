@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from singan_core import Config, SinGAN, conv, preset
+from singan_core import Config, SinGAN, conv, preset, train
 from singan_core import singan as singan_module
 from singan_core.images import load_image, resize
 from singan_core.model import Discriminator, Generator
@@ -135,7 +135,7 @@ def test_discriminator_is_an_11x11_patch_critic():
 
 def test_training_reduces_reconstruction_error(tiny_model, tiny_image):
     model, _ = tiny_model
-    untrained = SinGAN.train(tiny_image, model.config.replace(niter=1), progress=False)
+    untrained = train(tiny_image, model.config.replace(niter=1), progress=False)
     real = model.reals[-1]
     err_trained = F.mse_loss(model.reconstruct(), real).item()
     err_untrained = F.mse_loss(untrained.reconstruct(), real).item()
@@ -216,7 +216,7 @@ def test_gen_start_scale_keeps_the_coarse_layout(tiny_model):
 def test_every_variant_trains(overrides):
     cfg = preset("test").replace(**{"niter": 8, **overrides})
     img = synthetic_image(36, 36, seed=1)
-    model = SinGAN.train(img, cfg, progress=False)
+    model = train(img, cfg, progress=False)
     assert model.sample(2, seed=0).isfinite().all()
     rep = model.report
     assert [s["iterations"] for s in rep["stages"]] == [cfg.iterations(k) for k in range(model.num_stages)]
@@ -241,8 +241,8 @@ def test_authors_code_choices_train_and_are_saved(overrides, tmp_path):
     cfg = base.replace(**overrides)
     assert cfg.hash() != base.hash()
     img = synthetic_image(36, 36, seed=2)
-    trained = SinGAN.train(img, cfg, out=str(tmp_path), progress=False)
-    reference = SinGAN.train(img, base, progress=False)
+    trained = train(img, cfg, out=str(tmp_path), progress=False)
+    reference = train(img, base, progress=False)
     loaded = SinGAN.load(str(tmp_path))
     assert loaded.config == cfg and loaded.meta["config_hash"] == cfg.hash()
     assert loaded.sample(2, seed=0).isfinite().all()
@@ -285,12 +285,13 @@ def test_epoch_decay_schedule():
 
 
 def test_frechet_patch_loss_is_zero_for_identical_images():
-    from singan_core.train import _sqrt_psd, frechet_patch_loss, patch_stats
+    from singan_core.metrics import pooled_patch_stats, psd_sqrt
+    from singan_core.train import frechet_patch_loss
 
     x = synthetic_image(30, 30)
-    mu, cov = patch_stats(x, 11)
-    assert frechet_patch_loss(mu, _sqrt_psd(cov), x, 11).item() == pytest.approx(0, abs=1e-3)
-    assert frechet_patch_loss(mu, _sqrt_psd(cov), x + 0.3 * torch.randn_like(x), 11).item() > 0.1
+    mu, cov = pooled_patch_stats(x, 11)
+    assert frechet_patch_loss(mu, psd_sqrt(cov), x, 11).item() == pytest.approx(0, abs=1e-3)
+    assert frechet_patch_loss(mu, psd_sqrt(cov), x + 0.3 * torch.randn_like(x), 11).item() > 0.1
 
 
 # ---------------------------------------------------------------- checkpoints and resume
@@ -328,7 +329,7 @@ class CrashError(Exception):
 def test_resume_continues_from_the_last_finished_scale(tmp_path):
     img = synthetic_image(36, 40, seed=2)
     cfg = preset("test").replace(niter=6)
-    reference = SinGAN.train(img, cfg, progress=False)
+    reference = train(img, cfg, progress=False)
 
     finished = []
 
@@ -338,20 +339,20 @@ def test_resume_continues_from_the_last_finished_scale(tmp_path):
             raise CrashError
 
     with pytest.raises(CrashError):
-        SinGAN.train(img, cfg, out=str(tmp_path), progress=False, on_stage=crash_after_two)
+        train(img, cfg, out=str(tmp_path), progress=False, on_stage=crash_after_two)
     resumed_stages = []
-    resumed = SinGAN.train(img, cfg, out=str(tmp_path), progress=False,
+    resumed = train(img, cfg, out=str(tmp_path), progress=False,
                            on_stage=lambda r: resumed_stages.append(r["stage"]))
     assert resumed_stages == list(range(2, reference.num_stages))
     assert resumed.meta["complete"]
     # per-scale seeds: the resumed pyramid is the one an uninterrupted run trains
     assert torch.allclose(resumed.sample(2, seed=1), reference.sample(2, seed=1), atol=1e-5)
     # a finished model is not retrained
-    again = SinGAN.train(img, cfg, out=str(tmp_path), progress=False, on_stage=lambda r: pytest.fail("retrained"))
+    again = train(img, cfg, out=str(tmp_path), progress=False, on_stage=lambda r: pytest.fail("retrained"))
     assert again.num_stages == reference.num_stages
 
 
 def test_output_folder_of_another_image_is_refused(tiny_model):
     _, out = tiny_model
     with pytest.raises(ValueError, match="another image or config"):
-        SinGAN.train(synthetic_image(40, 48, seed=9), preset("test").replace(niter=60), out=out, progress=False)
+        train(synthetic_image(40, 48, seed=9), preset("test").replace(niter=60), out=out, progress=False)

@@ -25,8 +25,9 @@ import torch
 from PIL import Image
 
 from pipeline import results as rs
+from pipeline.cluster import TaskResources, plan_resources
 from pipeline.dataset import content_hash, discover_images, identify
-from pipeline.run import TaskResources, plan_resources, sort_out
+from pipeline.plan import sort_out
 from pipeline.tasks import FAULT_ENV
 from singan_core.config import preset
 
@@ -272,16 +273,18 @@ def test_killed_training_task_resumes_from_its_checkpoint(local_ray, tmp_path, m
 
 
 def test_a_rerun_skips_done_images_and_bad_input_but_retries_other_failures():
-    from pipeline.run import Layout, Plan, previous_results
+    from dataclasses import replace
 
-    plan = Plan(CFG, CFG.hash(), "", False, 4, 16, 1.0, 1.0, (), None, TaskResources(1, 0), Layout("/o"), None)
+    from pipeline.plan import Layout, Plan, previous_results
+
+    plan = Plan(CFG, Layout("/o"), samples=4, resources=TaskResources(1, 0))
     rows = [("ok1", "ok", None, CFG.hash(), ""), ("bad", "failed", "ImageError", CFG.hash(), ""),
             ("crashed", "failed", "WorkerCrashedError", CFG.hash(), ""), ("other_cfg", "ok", None, "x", ""),
             ("other_tag", "ok", None, CFG.hash(), "t")]
     runs = pd.DataFrame([{"image_id": i, "variant": "full", "status": st, "error_type": et, "config_hash": h,
                           "variant_tag": t} for i, st, et, h, t in rows])
     assert previous_results(runs, plan) == {"ok1": "ok", "bad": "failed"}
-    highres = Plan(**{**plan.__dict__, "highres": True})
+    highres = replace(plan, highres=True)
     partial = pd.DataFrame([{"image_id": "hr", "variant": v, "status": "ok", "error_type": None,
                              "config_hash": CFG.hash(), "variant_tag": ""} for v in ("base", "q0", "q1", "q2", "q3")])
     assert previous_results(partial, highres) == {}  # no stitched row yet: redo

@@ -1,11 +1,11 @@
-"""High-Res-SinGAN (seed 003): bigger outputs by a scaled architecture or by slicing and stitching.
+"""High-Res-SinGAN: bigger outputs by a scaled architecture or by slicing and stitching.
 
 1. The scaled architecture (`highres_rule`, the `highres` preset): for an output s = size / 250 times
    the paper's, every x_n of the paper's pyramid is s times larger, so the receptive field grows by s
    (5 s layers of 3x3 convolutions: 21 px at 500 px), min_size grows by s (the number of scales and the
-   fraction of x_n each G_n sees stay the paper's), and the width grows by s^2 (003: "the number of
+   fraction of x_n each G_n sees stay the paper's), and the width grows by s^2 (High-Res-SinGAN: "the number of
    filters needs to be squared"): 32 s^2 channels (never below the paper's cap of 128), the same at
-   every scale so each scale warm-starts from the previous one, which 003's epoch decay (on) relies on.
+   every scale so each scale warm-starts from the previous one, which High-Res-SinGAN's epoch decay (on) relies on.
 
 2. Slicing: the image is split into four equal quadrants; four quadrant pyramids (each at the full
    image's resolution, so they keep its detail) and one base pyramid on the whole image are trained.
@@ -27,6 +27,7 @@ import torch
 from ..config import Config
 from ..images import resize
 from ..singan import SinGAN
+from ..train import train
 from .common import as_image, check_start_scale, injection_input, seeded
 from .harmonize import blend_mask
 
@@ -95,7 +96,7 @@ def full_image(image: torch.Tensor | str, cfg: Config) -> torch.Tensor:
 
 def highres_config(cfg: Config, part: str) -> Config:
     """The config `part` trains with: `cfg` for a quadrant; for the base, `cfg` with twice its max_size
-    (the whole image at full resolution, and otherwise the same hyper-parameters, as 003 trains it)."""
+    (the whole image at full resolution, and otherwise the same hyper-parameters, as High-Res-SinGAN trains it)."""
     _check_part(part)
     return cfg.replace(max_size=2 * cfg.max_size) if part == "base" else cfg
 
@@ -111,7 +112,7 @@ def train_part(
 ) -> str:
     """Train one of the five pyramids of `image` into the folder `out` (resumable) and return `out`."""
     x = part_image(full_image(image, cfg), part)
-    SinGAN.train(x, highres_config(cfg, part), out=out, device=device, progress=progress, on_stage=on_stage)
+    train(x, highres_config(cfg, part), out=out, device=device, progress=progress, on_stage=on_stage)
     return out
 
 

@@ -18,6 +18,7 @@ import torch
 from ..config import Config
 from ..images import ImageError, resize
 from ..singan import SinGAN
+from ..train import train
 from .common import as_image, training_image
 
 SR_STEP = 2 ** (1 / 3)  # the reference's nominal SR step
@@ -62,7 +63,7 @@ def train_for_sr(
 ) -> SinGAN:
     """Train a pyramid on the low-resolution image with `sr_config` (resumable into `out`)."""
     x = as_image(image)
-    return SinGAN.train(x, sr_config(cfg, factor, tuple(x.shape[-2:])), out=out, device=device, progress=progress,
+    return train(x, sr_config(cfg, factor, tuple(x.shape[-2:])), out=out, device=device, progress=progress,
                         on_stage=on_stage)
 
 

@@ -10,7 +10,15 @@ SIFID needs the Inception-v3 weights file (see `resolve_inception_weights`); the
 from .diversity import diversity
 from .evaluate import COLUMNS, METRICS, Evaluation, evaluate, evaluate_frame, metric_name, parse_metrics
 from .frechet import FrechetReference, frechet_distance, gaussian_stats, psd_sqrt
-from .patch import laplacian_pyramid, patch_fd, patch_stats, patch_swd, swd_directions, swd_levels
+from .patch import (
+    laplacian_pyramid,
+    patch_fd,
+    patch_stats,
+    patch_swd,
+    pooled_patch_stats,
+    swd_directions,
+    swd_levels,
+)
 from .sifid import (
     SIFID_LAYERS,
     WEIGHTS_ENV,
@@ -50,6 +58,7 @@ __all__ = [
     "parse_metrics",
     "patch_fd",
     "patch_stats",
+    "pooled_patch_stats",
     "patch_swd",
     "psd_sqrt",
     "random_inception_state_dict",

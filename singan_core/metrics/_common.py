@@ -1,4 +1,4 @@
-"""Small helpers shared by the metrics: input checks, devices, chunking, a fast row sort."""
+"""Small helpers shared by the metrics: input checks, chunking, a fast row sort."""
 
 from __future__ import annotations
 
@@ -24,16 +24,6 @@ def as_batch(x: torch.Tensor, name: str) -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} has NaN or infinite values")
     return x
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None or "auto": CUDA when present, else the CPU."""
-    if device is None or device in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but CUDA is not available")
-    return device
 
 
 def chunk_size(batch_size: int | None, bytes_per_sample: int, total: int) -> int:

@@ -3,7 +3,7 @@
 Metric names (also the `metric` column):
     sifid       SIFID at Inception layer 64 (the authors' script); `sifid_192` when sifid_layer=192
     swd         patch sliced Wasserstein distance (7x7 patches, Laplacian pyramid)
-    patch_fd    patch Fréchet distance (11x11 patches, seed 002)
+    patch_fd    patch Fréchet distance (11x11 patches, IMA206)
     diversity   the paper's diversity, one value for the whole set of samples
 
 Long format, one row per number (`Evaluation.rows()`, `evaluate_frame`):
@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._common import as_batch, resolve_device
+from ..devices import resolve_device
+from ._common import as_batch
 from .diversity import diversity
 from .patch import patch_fd, patch_swd, swd_levels
 from .sifid import MissingWeightsError, load_inception, sifid

@@ -19,7 +19,7 @@ Patch SWD (`patch_swd`), with the defaults:
      This is the SW_1 of Karras et al.'s ProGAN SWD on one image pair, without their x1000 scaling and
      with all patches instead of a random subset.
 
-Patch Fréchet distance (`patch_fd`, the loss of seed 002 turned into a metric): every 11x11x3 patch (stride 1,
+Patch Fréchet distance (`patch_fd`, the loss of IMA206 turned into a metric): every 11x11x3 patch (stride 1,
 no padding) is a 363-dim vector in F.unfold's order; the Fréchet distance (float64) between the Gaussians
 (mean, unbiased covariance) of the real image's and the sample's patch vectors. The covariance is exact but
 built from 1 x p row windows instead of the unfolded patches (`_patch_moments_by_rows`), about 5x less arithmetic.
@@ -180,9 +180,17 @@ def patch_stats(images: torch.Tensor, patch_size: int = FD_PATCH) -> tuple[torch
     return torch.stack(mus), torch.stack(sigmas)
 
 
+def pooled_patch_stats(x: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean [d] and unbiased covariance [d, d] (float64) of every p x p patch of x [B, C, H, W], the patches of
+    all B images pooled, d = C p^2: the direct route (F.unfold), differentiable, so the Fréchet patch loss of
+    training (`adv_loss="frechet-patch"`) takes it on G_n's output."""
+    patches = F.unfold(x, patch_size).transpose(1, 2).reshape(-1, x.shape[1] * patch_size**2)
+    return gaussian_stats(patches)
+
+
 def _patch_moments_unfold(x: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The direct route: every patch as a column of F.unfold, then mean and covariance. x [C, H, W] float64."""
-    return gaussian_stats(F.unfold(x.unsqueeze(0), p)[0].T)
+    """The direct route for one image x [C, H, W] (float64)."""
+    return pooled_patch_stats(x.unsqueeze(0), p)
 
 
 def _patch_moments_by_rows(x: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,7 +236,7 @@ def patch_fd(
     patch_size: int = FD_PATCH,
     batch_size: int | None = None,
 ) -> torch.Tensor:
-    """Patch Fréchet distance of each sample to the real image (seed 002's statistic): float64 [B] on the CPU."""
+    """Patch Fréchet distance of each sample to the real image (IMA206's statistic): float64 [B] on the CPU."""
     real, samples = as_batch(real, "real"), as_batch(samples, "samples")
     if real.shape[0] != 1:
         raise ValueError(f"real must be one image, got a batch of {real.shape[0]}")

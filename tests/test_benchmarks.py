@@ -1,0 +1,67 @@
+"""benchmarks/reference_parity.py --import-authors: the authors' run folder becomes small RGB files, no weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "reference_parity.py"
+
+
+def _import(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(SCRIPT), "--import-authors", *args], capture_output=True, text=True,
+                          env=env)
+
+
+def _authors_run(run: Path) -> np.ndarray:
+    """A finished train_official.py folder: RGBA PNGs as matplotlib writes them, timing.json, their checkpoints."""
+    rgba = np.random.default_rng(0).integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    (run / "samples").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(rgba).save(run / "samples" / f"{i:03d}.png")
+    Image.fromarray(rgba).save(run / "rec.png")
+    models = run / "TrainedModels" / "photo" / "scale_factor=0.750000,alpha=10"
+    for scale in (0, 1):  # their real x_n per scale; the finest (highest number) is their x_0
+        (models / str(scale)).mkdir(parents=True)
+        Image.fromarray(rgba if scale else rgba[:10, :15]).save(models / str(scale) / "real_scale.png")
+    torch.save([1, torch.tensor(0.03), torch.tensor(0.015)], models / "NoiseAmp.pth")
+    torch.save({"w": torch.zeros(2)}, models / "0" / "netG.pth")
+    timing = {"image": "/somewhere/photo.png", "max_size": 96, "niter": 500, "seed": 1, "extra_args": [],
+              "train_s": 100.0}
+    (run / "timing.json").write_text(json.dumps(timing))
+    return rgba
+
+
+def test_import_converts_to_rgb_reads_noise_amps_and_copies_no_weights(tmp_path):
+    rgba = _authors_run(tmp_path / "run")
+    authors = tmp_path / "authors"
+    done = _import(str(tmp_path / "run"), "--authors", str(authors))
+    assert done.returncode == 0, done.stderr
+    dest = authors / "photo_ms96_n500_s1"
+    assert sorted(p.name for p in (dest / "samples").iterdir()) == ["000.png", "001.png", "002.png"]
+    for png in [dest / "rec.png", dest / "x0.png", *(dest / "samples").iterdir()]:
+        img = Image.open(png)
+        assert img.mode == "RGB" and img.size == (30, 20)
+        assert np.array_equal(np.asarray(img), rgba[..., :3])
+    noise = json.loads((dest / "noise_amp.json").read_text())["noise_amp"]
+    assert np.allclose(noise, [1.0, 0.03, 0.015])
+    assert not list(dest.rglob("*.pth")) and json.loads((dest / "timing.json").read_text())["train_s"] == 100.0
+
+
+def test_import_refuses_an_unfinished_run_and_writes_nothing(tmp_path):
+    _authors_run(tmp_path / "run")
+    (tmp_path / "run" / "timing.json").unlink()  # train_official.py writes it last
+    done = _import(str(tmp_path / "run"), "--authors", str(tmp_path / "authors"))
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and "timing.json" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert not (tmp_path / "authors").exists()
