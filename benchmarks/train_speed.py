@@ -1,6 +1,6 @@
 """Training and sampling speed at the paper's settings, with the figures the engine issue asks for.
 
-    python benchmarks/train_speed.py IMAGE [--threads 1] [--epochs 3] [--scales all|finest|N,M]
+    python benchmarks/train_speed.py IMAGE [--threads 1] [--epochs 3] [--scales all|finest|N,M] [--device cpu|cuda]
 
 Per scale: shape, channels, seconds per epoch (one epoch = one iteration of Dsteps D steps and
 Gsteps G steps), conv GFLOP/s achieved (the FLOPs of direct convolutions, counted with torch's
@@ -10,6 +10,8 @@ do fewer multiplications, so they can exceed it); the same epoch done the way th
 D-step fake, D weight gradients always on), for the speed-up; the projected full training time;
 peak memory; and sampling seconds per sample with the conv floor.
 Figures are measured in one run: ratios are meaningful, absolute seconds depend on the machine.
+On CUDA (`--device cuda`) times are wall-clock with the device synchronized, the conv peak is measured
+on the device and the reference-style epochs run there too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch.utils.flop_counter import flop_registry
 
 from singan_core.config import preset
 from singan_core.conv import Conv2d
+from singan_core.devices import resolve_device
 from singan_core.images import load_image, resize
 from singan_core.singan import SinGAN, Stage, stage_noise
 from singan_core.train import _new_networks, gradient_penalty, prepare_reals, random_prevs, train_stage
@@ -32,8 +35,15 @@ from singan_core.train import _new_networks, gradient_penalty, prepare_reals, ra
 AUTHORS_EPOCH, AUTHORS_FINEST, AUTHORS_SAMPLE = 67.0, 51.0, 0.72  # seconds, from the engine issue
 
 
+DEVICE = torch.device("cpu")  # set by --device
+
+
 def clock() -> float:
-    """CPU time of this process with one thread (robust to other load on the machine), else wall time."""
+    """CPU time of this process with one thread (robust to other load on the machine), else wall time
+    (on CUDA: after the device finished its queued work)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+        return time.perf_counter()
     return time.process_time() if torch.get_num_threads() == 1 else time.perf_counter()
 
 
@@ -58,8 +68,8 @@ class FlopCounter(TorchDispatchMode):
 
 def conv_peak(channels: int, shape: tuple[int, int], reps: int = 5) -> float:
     """GFLOP/s of a channels->channels 3x3 forward conv at this size (the machine's practical peak)."""
-    conv = torch.nn.Conv2d(channels, channels, 3)
-    x = torch.randn(1, channels, *shape)
+    conv = torch.nn.Conv2d(channels, channels, 3).to(DEVICE)
+    x = torch.randn(1, channels, *shape, device=DEVICE)
     with torch.no_grad():
         conv(x)
         t = clock()
@@ -85,9 +95,9 @@ def random_model(reals: list[torch.Tensor], cfg, upto: int, plain: bool = False)
         return None
     stages = []
     for k in range(upto):
-        G, D = _new_networks(k, reals[k], cfg, None, torch.device("cpu"))
+        G, D = _new_networks(k, reals[k], cfg, (), DEVICE)
         stages.append(Stage((plain_convs(G) if plain else G).eval(), 0.1 if k else 1.0, tuple(reals[k].shape[-2:])))
-    z_star = stage_noise(0, 1, tuple(reals[0].shape[-2:]), torch.device("cpu"))
+    z_star = stage_noise(0, 1, tuple(reals[0].shape[-2:]), DEVICE)
     return SinGAN(cfg, stages, z_star, reals[:upto], 0.75)
 
 
@@ -97,7 +107,7 @@ def engine_epoch_seconds(k, reals, coarser, cfg, epochs: int) -> float:
     def run(n: int) -> float:
         torch.manual_seed(0)
         t = clock()
-        train_stage(k, reals, coarser, cfg.replace(niter=n), None, torch.device("cpu"), progress=False)
+        train_stage(k, reals, [coarser] if coarser else [], cfg.replace(niter=n), [], DEVICE, progress=False)
         return clock() - t
 
     run(2)  # warm-up: oneDNN builds its kernels for these shapes on first use
@@ -105,15 +115,16 @@ def engine_epoch_seconds(k, reals, coarser, cfg, epochs: int) -> float:
     if coarser is None:
         return steps
     chunk = cfg.prefetch * (cfg.dsteps + cfg.gsteps)
-    next(random_prevs(coarser, tuple(reals[k].shape[-2:]), chunk, torch.device("cpu")))  # warm-up
+    next(random_prevs([coarser], tuple(reals[k].shape[-2:]), chunk, 0))  # warm-up
     t = clock()
-    next(random_prevs(coarser, tuple(reals[k].shape[-2:]), chunk, torch.device("cpu")))
+    next(random_prevs([coarser], tuple(reals[k].shape[-2:]), chunk, 0))
     return steps + (clock() - t) / cfg.prefetch
 
 
 def engine_epoch_flops(k, reals, coarser, cfg) -> float:
     with FlopCounter() as counter:
-        train_stage(k, reals, coarser, cfg.replace(niter=1, prefetch=1), None, torch.device("cpu"), progress=False)
+        train_stage(k, reals, [coarser] if coarser else [], cfg.replace(niter=1, prefetch=1), [], DEVICE,
+                    progress=False)
     with FlopCounter() as setup:  # the one-off reconstruction pass, to subtract
         if coarser is not None:
             with torch.no_grad():
@@ -127,7 +138,7 @@ def reference_epoch_seconds(k, reals, coarser, cfg, epochs: int) -> float:
     # their networks use torch's own convolutions.
     real = reals[k].contiguous(memory_format=torch.channels_last)
     shape = tuple(real.shape[-2:])
-    G, D = _new_networks(k, real, cfg, None, torch.device("cpu"))
+    G, D = _new_networks(k, real, cfg, (), DEVICE)
     plain_convs(G)
     plain_convs(D)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
@@ -151,7 +162,7 @@ def reference_epoch_seconds(k, reals, coarser, cfg, epochs: int) -> float:
             fake = G(amp * noise_, prev)
             err_fake = D(fake.detach()).mean()
             err_fake.backward(retain_graph=True)
-            gradient_penalty(D, real, fake.detach(), cfg.gp_weight).backward()
+            gradient_penalty(D, real, fake.detach(), cfg.gp_weight).sum().backward()
             opt_d.step()
         G.zero_grad()
         for _ in range(cfg.gsteps):
@@ -189,17 +200,21 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs per scale (fine scales)")
     ap.add_argument("--scales", default="all", help="all, finest, or comma-separated stage indices (0 = coarsest)")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference-style epochs")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     cfg = preset(args.preset)
     reals, r = prepare_reals([load_image(args.image)], cfg)
+    reals = [x.to(DEVICE) for x in reals]
     n_stages = len(reals)
     chosen = range(n_stages) if args.scales == "all" else (
         [n_stages - 1] if args.scales == "finest" else [int(s) for s in args.scales.split(",")])
 
     peak = conv_peak(128, tuple(reals[-1].shape[-2:]))
     print(f"image {args.image}: {n_stages} scales, r = {r:.4f}, finest {tuple(reals[-1].shape[-2:])}, "
-          f"{args.threads} thread(s), preset {args.preset}")
+          f"{args.threads} thread(s), preset {args.preset}, device {DEVICE}")
     print(f"conv peak (3x3, 128->128, finest size, forward): {peak:.1f} GFLOP/s")
     columns = ("stage", 5), ("shape", 9), ("ch", 4), ("s/epoch", 8), ("GFLOP/s", 8), ("%peak", 6), ("ref s/ep", 9)
     print(" ".join(f"{name:>{width}}" for name, width in columns) + f" {'speedup':>8}")
@@ -232,7 +247,8 @@ def main() -> None:
               + (f"{AUTHORS_EPOCH / total_engine:.2f}x per epoch, " if args.scales == "all" else "")
               + (f"{AUTHORS_FINEST / finest:.2f}x at the finest scale, " if finest else "")
               + f"{AUTHORS_SAMPLE / per_sample:.2f}x sampling")
-    print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    cuda = f", CUDA peak allocated {torch.cuda.max_memory_allocated() / 2**20:.0f} MB" if DEVICE.type == "cuda" else ""
+    print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB{cuda}")
 
 
 if __name__ == "__main__":

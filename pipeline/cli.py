@@ -45,6 +45,39 @@ def train(
     )
 
 
+@app.command("train-pack")
+@friendly_errors
+def train_pack(
+    images: Annotated[list[str], typer.Argument(help="Images of one training shape (one size after max_size).")],
+    out_dir: Annotated[str, typer.Option("--out-dir", help="Folder for the models: one folder per image, "
+                                         "named after the image's file name without extension.")],
+    preset_name: Preset = "paper",
+    overrides: Overrides = None,
+    device: Device = "auto",
+    seed: TrainSeed = None,
+    threads: Threads = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Train one pyramid per image, all at once as one pack: each model is the one `singan train` gives
+    the image alone. Saves every model after every scale; re-running resumes."""
+    from pathlib import PurePosixPath
+
+    from singan_core.train import train_pack as train_images
+
+    names = [PurePosixPath(image.rstrip("/")).stem for image in images]
+    if len(set(names)) < len(names):
+        raise fail(f"two images share a file name ({', '.join(sorted({n for n in names if names.count(n) > 1}))}): "
+                   "their model folders would collide")
+    set_threads(threads)
+    cfg = resolve_config(preset_name, overrides, seed)
+    outs = [f"{out_dir.rstrip('/')}/{name}" for name in names]
+    models = train_images(images, cfg, outs=outs, device=device, progress=not quiet)
+    for out, model in zip(outs, models, strict=True):
+        rep = model.report
+        typer.echo(f"trained {rep['num_scales']} scales in a pack of {rep['pack_size']} "
+                   f"({rep['total_seconds']:.1f} s per image on {rep['device']}): model in {out}")
+
+
 @app.command()
 @friendly_errors
 def sample(

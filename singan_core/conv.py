@@ -9,7 +9,8 @@ with a relative difference of about 5e-6, the size of float32 rounding.
 The forward pass and the input gradient (itself a convolution of the output gradient with the
 flipped, transposed kernel) use Winograd; the weight gradient uses PyTorch's kernel. The backward
 pass is written with differentiable operations, so the double backward of the WGAN-GP penalty also
-runs through Winograd. Narrow layers, GPUs and other dtypes use torch's own convolution.
+runs through Winograd. Narrow layers, grouped convolutions (packed training), GPUs and other dtypes
+use torch's own convolution.
 NNPACK sizes its thread pool from torch's thread count at its first use: set that count first.
 """
 
@@ -41,9 +42,10 @@ def winograd_disabled() -> Iterator[None]:
         _enabled = previous
 
 
-def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def use_winograd(x: torch.Tensor, weight: torch.Tensor, groups: int = 1) -> bool:
     return (
         _NNPACK
+        and groups == 1
         and _enabled
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
@@ -52,11 +54,14 @@ def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
-def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int = 0) -> torch.Tensor:
-    """F.conv2d(x, weight, bias, padding=padding), through Winograd where that is faster (module doc)."""
-    if use_winograd(x, weight):
+def conv2d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int = 0, groups: int = 1
+) -> torch.Tensor:
+    """F.conv2d(x, weight, bias, padding=padding, groups=groups), through Winograd where that is faster
+    (module doc)."""
+    if use_winograd(x, weight, groups):
         return _WinogradConv.apply(x, weight, bias, padding)
-    return F.conv2d(x, weight, bias, padding=padding)
+    return F.conv2d(x, weight, bias, padding=padding, groups=groups)
 
 
 def _nnpack_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
@@ -107,10 +112,11 @@ class _WinogradConv(torch.autograd.Function):
 
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d(in, out, ker_size), unpadded (same parameters and state dict), computed by `conv2d`."""
+    """nn.Conv2d(in, out, ker_size, groups=groups), unpadded (same parameters and state dict), computed by
+    `conv2d`."""
 
-    def __init__(self, in_channels: int, out_channels: int, ker_size: int) -> None:
-        super().__init__(in_channels, out_channels, ker_size)
+    def __init__(self, in_channels: int, out_channels: int, ker_size: int, groups: int = 1) -> None:
+        super().__init__(in_channels, out_channels, ker_size, groups=groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv2d(x, self.weight, self.bias)
+        return conv2d(x, self.weight, self.bias, groups=self.groups)

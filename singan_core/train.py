@@ -12,11 +12,17 @@ Speed: the coarser generators are frozen (eval-mode BatchNorm), so the up(x~_{n+
 iterations are drawn in batched forward passes up front; D's weights take no gradients in the G steps
 nor in the penalty's inner gradient; wide convolutions use Winograd (conv.py); the reals are contiguous
 NCHW tensors (channels-last ones made every convolution on them slower).
+
+Packs (`train_pack`): K images of the same training shapes train as one pack, the K images side by
+side along the channels and G_n, D_n K networks side by side (model.pack): each image's model is the
+one it gets trained alone, K trainings computed by the same kernels. `train` is a pack of one.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +37,7 @@ from .devices import resolve_device
 from .images import resize
 from .metrics.frechet import psd_sqrt
 from .metrics.patch import pooled_patch_stats
-from .model import Discriminator, Generator
+from .model import Discriminator, Generator, pack, unpack
 from .pyramid import build_reals, pyramid_for
 from .singan import SinGAN, Stage, as_images, coarsest_noise, model_exists, stage_noise, upsample
 
@@ -40,11 +46,14 @@ _SUBBATCH = 16  # bounds the memory of batched coarser-scale passes
 
 # ---------------------------------------------------------------------------- losses
 def gradient_penalty(D: Discriminator, real: torch.Tensor, fake: torch.Tensor, weight: float) -> torch.Tensor:
-    """The WGAN-GP penalty term alone (Gulrajani et al.): per-pixel gradient norm over channels."""
+    """The WGAN-GP penalty term alone (Gulrajani et al.): per-pixel gradient norm over each image's
+    colour channels; one term per image of a pack ([K]). The interpolation weight is one draw, the
+    same for every image of a pack, as each would draw it alone."""
     a = torch.rand(1, 1, 1, 1, device=real.device)
     interp = (a * real + (1 - a) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(D(interp).sum(), interp, create_graph=True)
-    return weight * ((grad.norm(2, dim=1) - 1) ** 2).mean()
+    norm = grad.unflatten(1, (-1, 3)).norm(2, dim=2)  # [B, K, h, w]
+    return weight * ((norm - 1) ** 2).mean((0, 2, 3))
 
 
 def frechet_patch_loss(real_mu: torch.Tensor, real_sqrt_cov: torch.Tensor, fake: torch.Tensor, patch_size: int):
@@ -70,69 +79,106 @@ def image_hash(x0: torch.Tensor) -> str:
     return hashlib.sha256(x0.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
-def random_prevs(coarser: SinGAN | None, shape: tuple[int, int], count: int, device: torch.device) -> Iterator:
-    """An endless stream of up(x~_{n+1}) for random z, produced `count` at a time by batched passes
-    through the frozen coarser stages (zeros at the coarsest scale)."""
+def side_by_side(xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The tensors of a pack's images stacked along the channels ([B, 3K, h, w]); one is left as it is."""
+    return xs[0] if len(xs) == 1 else torch.cat(list(xs), 1)
+
+
+def each_image(x: torch.Tensor, images: int) -> list[torch.Tensor]:
+    """The inverse of `side_by_side`: the K images' [B, 3, h, w] tensors of a pack's [B, 3K, h, w]."""
+    return [x] if images == 1 else [c.contiguous() for c in x.chunk(images, 1)]
+
+
+def per_image_mean(x: torch.Tensor, images: int) -> torch.Tensor:
+    """[K] means of a pack's [B, K * c, h, w] tensor, each over one image's channels (and B, h, w)."""
+    return x.unflatten(1, (images, -1)).mean((0, 2, 3, 4))
+
+
+def random_prevs(coarser: Sequence[SinGAN], shape: tuple[int, int], count: int, seed: int) -> Iterator:
+    """An endless stream of up(x~_{n+1}) for random z ([1, 3K, h, w], one per image of the pack side by
+    side), produced `count` at a time by batched passes through each image's frozen coarser stages.
+    Each image draws from its own generator seeded with `seed`: it sees what it would see trained alone."""
+    device = coarser[0].device
+    generators = [torch.Generator(device=device).manual_seed(seed) for _ in coarser]
     while True:
-        if coarser is None:
-            yield from torch.zeros(count, 1, 3, *shape, device=device)
-            continue
         chunks = []
         for start in range(0, count, _SUBBATCH):
             b = min(_SUBBATCH, count - start)
-            chunks.append(upsample(coarser.generate(b), shape, coarser.config.upsample))
+            chunks.append(side_by_side([
+                upsample(model.generate(b, generator=g), shape, model.config.upsample)
+                for model, g in zip(coarser, generators, strict=True)
+            ]))
         yield from torch.cat(chunks).unsqueeze(1)
 
 
-def _new_networks(k: int, real: torch.Tensor, cfg: Config, init: Stage | None, device: torch.device):
-    """G_n, D_n for stage k; copied from G_{n+1}, D_{n+1} when the widths match, else N(0, 0.02)."""
+def _new_networks(k: int, real: torch.Tensor, cfg: Config, init: Sequence[Stage], device: torch.device):
+    """G_n, D_n of stage k for the K images of `real` ([M, 3K, h, w]), packed into one G and one D
+    (model.pack). Image i's start from its G_{n+1}, D_{n+1} (init[i]) when the widths match, else from
+    N(0, 0.02): one draw for all, the one each image alone would get."""
     channels = cfg.channels(k)
-    pad_value = border_mean(real) if cfg.padding == "constant" else 0.0
-    G = Generator(channels, cfg.num_layer, cfg.ker_size, cfg.padding, pad_value, cfg.bias_init)
-    D = Discriminator(channels, cfg.num_layer, cfg.ker_size, cfg.bias_init)
-    if init is not None and init.generator.head[0].out_channels == channels:
-        state = dict(init.generator.state_dict())
-        state["pad_value"] = G.pad_value
-        G.load_state_dict(state)
-        if init.discriminator is not None:
-            D.load_state_dict(init.discriminator.state_dict())
-    return G.to(device).train(), D.to(device).train()
+    fresh_G = Generator(channels, cfg.num_layer, cfg.ker_size, cfg.padding, 0.0, cfg.bias_init)
+    fresh_D = Discriminator(channels, cfg.num_layer, cfg.ker_size, cfg.bias_init)
+    Gs, Ds = [], []
+    for i, x in enumerate(each_image(real, real.shape[1] // 3)):
+        G, D = copy.deepcopy(fresh_G), copy.deepcopy(fresh_D)
+        if init and init[i].generator.channels == channels:
+            G.load_state_dict(init[i].generator.state_dict())
+            if init[i].discriminator is not None:
+                D.load_state_dict(init[i].discriminator.state_dict())
+        G.pad_value.fill_(border_mean(x) if cfg.padding == "constant" else 0.0)
+        Gs.append(G)
+        Ds.append(D)
+    return pack(Gs).to(device).train(), pack(Ds).to(device).train()
 
 
 # ---------------------------------------------------------------------------- one scale
 def train_stage(
     k: int,
     reals: Sequence[torch.Tensor],
-    coarser: SinGAN | None,
+    coarser: Sequence[SinGAN],
     cfg: Config,
-    init: Stage | None,
+    init: Sequence[Stage],
     device: torch.device,
     progress: bool = True,
     prev_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> tuple[Stage, torch.Tensor, dict[str, Any]]:
-    """Train G_n, D_n at stage k = N - n with the coarser stages frozen.
+) -> tuple[list[Stage], list[torch.Tensor], list[dict[str, Any]]]:
+    """Train G_n, D_n at stage k = N - n with the coarser stages frozen, for a pack of K images at once.
 
+    `reals[k]` is x_n of the pack, [M, 3K, h, w]: the K images side by side along the channels (M > 1
+    only for a DoubleGAN, which trains alone: K = 1). `coarser` holds each image's frozen pyramid of
+    stages 0 .. k-1 (empty at k = 0), `init` each image's stage to start from (empty: none). The pack
+    is K trainings computed at once: grouped convolutions, per-channel BatchNorm, per-image losses
+    summed (so each image's gradients are its own), Adam elementwise; every random draw is the one
+    each image alone would make (the noise z_n and the penalty's weight are drawn once for all, as
+    they all draw them from the same seed).
     `prev_transform`, if given, is applied to every random up(x~_{n+1}) fed to G_n (paint-to-image's
     fine-tune on colour-quantized inputs); the reconstruction input is left as it is.
-    Returns the stage, z* (drawn here when k = 0, else the coarser model's) and a report.
+    Returns per image: the stage, z* (drawn here when k = 0, else the coarser model's) and a report.
     """
     t0 = time.perf_counter()
-    real = reals[k]  # x_n for each training image: [M, 3, h, w]
-    M, shape = real.shape[0], tuple(real.shape[-2:])
+    real = reals[k]  # x_n for each training image: [M, 3K, h, w]
+    M, K, shape = real.shape[0], real.shape[1] // 3, tuple(real.shape[-2:])
+    if K > 1 and M > 1:
+        raise ValueError("a pack holds one image per pyramid: a DoubleGAN (several images) trains alone")
     G, D = _new_networks(k, real, cfg, init, device)
 
+    def for_each_image(x: torch.Tensor) -> torch.Tensor:  # one draw [B, 3, h, w], the same for all K
+        return x if K == 1 else x.repeat(1, K, 1, 1)
+
     # The reconstruction: z*_N at the coarsest scale (noise_amp 1), zeros above it.
-    if coarser is None:
-        z_star = coarsest_noise(M, shape, device)
+    if not coarser:
+        z_star = for_each_image(coarsest_noise(M, shape, device))
         rec_prev = torch.zeros_like(real)
         rec_noise = z_star
-        noise_amp = 1.0
+        noise_amp = [1.0] * K
     else:
-        z_star = coarser.z_star
-        rec = coarser.generate(M, fixed_noise_stages=k, image_index=torch.arange(M))
+        z_star = side_by_side([c.z_star for c in coarser])
+        rec = side_by_side([c.generate(M, fixed_noise_stages=k, image_index=torch.arange(M)) for c in coarser])
         rec_prev = upsample(rec, shape, cfg.upsample)
         rec_noise = torch.zeros_like(real)
-        noise_amp = cfg.noise_amp * math.sqrt(F.mse_loss(rec_prev, real).item())
+        noise_amp = [cfg.noise_amp * math.sqrt(F.mse_loss(p, x).item())
+                     for p, x in zip(each_image(rec_prev, K), each_image(real, K), strict=True)]
+    amp = torch.tensor(noise_amp, device=device).repeat_interleave(3).view(1, -1, 1, 1)  # sigma_n per channel
 
     iters = cfg.iterations(k)
     frechet = cfg.adv_loss == "frechet-patch"
@@ -143,34 +189,37 @@ def train_stage(
     milestones = [max(1, int(cfg.lr_decay_at * iters))]
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones, gamma=cfg.lr_gamma)
     sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, milestones, gamma=cfg.lr_gamma)
-    if frechet:
-        real_stats = []
-        for i in range(M):
-            mu, cov = pooled_patch_stats(real[i : i + 1], cfg.patch_size)
-            real_stats.append((mu, psd_sqrt(cov)))
+    if frechet:  # real_stats[i][j]: (mean, sqrt of covariance) of the patches of training image i of pack image j
+        real_stats = [[(mu, psd_sqrt(cov)) for mu, cov in (pooled_patch_stats(x, cfg.patch_size)
+                                                            for x in each_image(real[i : i + 1], K))]
+                      for i in range(M)]
 
     reuse_d_input = cfg.g_input == "last-d" and dsteps > 0
     prevs_per_iteration = dsteps + (0 if reuse_d_input else cfg.gsteps)
-    prevs = random_prevs(coarser, shape, cfg.prefetch * prevs_per_iteration, device)
+    prev_seed = int(torch.randint(2**62, ()))
+    if coarser:
+        prevs = random_prevs(coarser, shape, cfg.prefetch * prevs_per_iteration, prev_seed)
+    else:
+        prevs = itertools.repeat(torch.zeros(1, 3 * K, *shape, device=device))
     if prev_transform is not None:
         prevs = map(prev_transform, prevs)
     pick = (lambda: int(torch.randint(M, ()))) if M > 1 else (lambda: 0)
-    curve: list[list[float]] = []
+    curves: list[list[list[float]]] = [[] for _ in range(K)]
     every = max(1, iters // 200)
-    loss_d = loss_adv = loss_rec = torch.zeros(())
-    bar = tqdm(range(iters), desc=f"scale {k + 1}/{len(reals)} {shape[0]}x{shape[1]}", disable=not progress,
-               leave=False, dynamic_ncols=True)
-    redraw_z_star = coarser is None and cfg.rec_noise == "redraw"
+    loss_d = loss_adv = loss_rec = torch.zeros(K)
+    desc = f"scale {k + 1}/{len(reals)} {shape[0]}x{shape[1]}" + (f", pack of {K}" if K > 1 else "")
+    bar = tqdm(range(iters), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    redraw_z_star = not coarser and cfg.rec_noise == "redraw"
     per_iteration = cfg.noise_draw == "iteration"
 
     def draw_z() -> torch.Tensor:  # noise_amp_n * z_n for one step
-        return noise_amp * stage_noise(k, 1, shape, device)
+        return amp * for_each_image(stage_noise(k, 1, shape, device))
 
     for it in bar:
         if redraw_z_star:  # the authors' code: z* redrawn every iteration, the last draw kept
-            z_star = rec_noise = coarsest_noise(M, shape, device)
+            z_star = rec_noise = for_each_image(coarsest_noise(M, shape, device))
         z_it = draw_z() if per_iteration else None
-        # ---- D steps: maximise D(x_n) - D(x~_n) - GP
+        # ---- D steps: maximise D(x_n) - D(x~_n) - GP, for each image
         for _ in range(dsteps):
             i = pick()
             x = real[i : i + 1]
@@ -178,9 +227,10 @@ def train_stage(
             with torch.no_grad():
                 fake = G(z, prev)
             # separate passes: batching x_n, fake and interpolate would triple the GP's double backward
-            loss_d = -D(x).mean() + D(fake).mean() + gradient_penalty(D, x, fake, cfg.gp_weight)
+            loss_d = (-per_image_mean(D(x), K) + per_image_mean(D(fake), K)
+                      + gradient_penalty(D, x, fake, cfg.gp_weight))
             opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
+            loss_d.sum().backward()  # the images' losses are independent: each gets its own gradients
             opt_d.step()
         # ---- G steps: each on a freshly generated fake (IMA206's fix to the reference), or (g_input = last-d,
         # the authors' code) on the inputs of the last D step
@@ -191,39 +241,46 @@ def train_stage(
                 z, prev = (z_it if per_iteration else draw_z()), next(prevs)
             fake = G(z, prev)
             if frechet:
-                loss_adv = frechet_patch_loss(*real_stats[i], fake, cfg.patch_size).float()
+                loss_adv = torch.stack([frechet_patch_loss(*stats, f, cfg.patch_size)
+                                        for stats, f in zip(real_stats[i], each_image(fake, K), strict=True)]).float()
             else:
-                loss_adv = -D(fake).mean()
-            rec = G(noise_amp * rec_noise[i : i + 1], rec_prev[i : i + 1])
-            loss_rec = F.mse_loss(rec, real[i : i + 1])
+                loss_adv = -per_image_mean(D(fake), K)
+            rec = G(amp * rec_noise[i : i + 1], rec_prev[i : i + 1])
+            loss_rec = per_image_mean(F.mse_loss(rec, real[i : i + 1], reduction="none"), K)
             opt_g.zero_grad(set_to_none=True)
-            (loss_adv + cfg.alpha * loss_rec).backward()
+            (loss_adv + cfg.alpha * loss_rec).sum().backward()
             opt_g.step()
         D.requires_grad_(True)
         if dsteps:
             sched_d.step()
         sched_g.step()
         if it % every == 0 or it == iters - 1:
-            curve.append([it, loss_d.item(), loss_adv.item(), loss_rec.item()])
-            bar.set_postfix(D=f"{curve[-1][1]:.3f}", G=f"{curve[-1][2]:.3f}", rec=f"{curve[-1][3]:.4f}")
+            losses = [loss_d.tolist(), loss_adv.tolist(), loss_rec.tolist()]
+            for j, curve in enumerate(curves):
+                curve.append([it, *(values[j] for values in losses)])
+            bar.set_postfix(D=f"{sum(losses[0]) / K:.3f}", G=f"{sum(losses[1]) / K:.3f}",
+                            rec=f"{sum(losses[2]) / K:.4f}")
     bar.close()
 
-    G.eval().requires_grad_(False)
-    D.eval().requires_grad_(False)
-    report = {
-        "stage": k,
-        "scale": len(reals) - 1 - k,
-        "shape": list(shape),
-        "channels": cfg.channels(k),
-        "noise_amp": noise_amp,
-        "iterations": iters,
-        "seconds": time.perf_counter() - t0,
-        "loss_d": loss_d.item(),
-        "loss_adv": loss_adv.item(),
-        "loss_rec": loss_rec.item(),
-        "curve": curve,  # [iteration, loss_d, loss_adv, loss_rec]
-    }
-    return Stage(G, noise_amp, shape, D), z_star, report
+    Gs, Ds = unpack(G.eval().requires_grad_(False)), unpack(D.eval().requires_grad_(False))
+    seconds = time.perf_counter() - t0
+    stages, reports = [], []
+    for j in range(K):
+        stages.append(Stage(Gs[j], noise_amp[j], shape, Ds[j]))
+        reports.append({
+            "stage": k,
+            "scale": len(reals) - 1 - k,
+            "shape": list(shape),
+            "channels": cfg.channels(k),
+            "noise_amp": noise_amp[j],
+            "iterations": iters,
+            "seconds": seconds / K,  # the pack's time, shared equally
+            "loss_d": curves[j][-1][1],
+            "loss_adv": curves[j][-1][2],
+            "loss_rec": curves[j][-1][3],
+            "curve": curves[j],  # [iteration, loss_d, loss_adv, loss_rec]
+        })
+    return stages, each_image(z_star, K), reports
 
 
 # ---------------------------------------------------------------------------- the pyramid
@@ -233,6 +290,16 @@ def prepare_reals(images: list[torch.Tensor], cfg: Config) -> tuple[list[torch.T
     pyr = pyramid_for(h, w, cfg)
     per_image = [build_reals(resize(img, (h, w)), pyr) for img in images]
     return [torch.cat([r[k] for r in per_image]) for k in range(pyr.num_scales)], pyr.scale_factor
+
+
+def _finished(out: str | None, meta: dict[str, Any], device: torch.device) -> SinGAN | None:
+    """The model saved in `out` by an earlier run of this image and config (None: nothing there)."""
+    if out is None or not model_exists(out):
+        return None
+    done = SinGAN.load(out, device)
+    if (done.meta.get("image_hash"), done.meta.get("config_hash")) != (meta["image_hash"], meta["config_hash"]):
+        raise ValueError(f"{out} holds a model of another image or config; choose another output folder")
+    return done
 
 
 def train(
@@ -250,55 +317,117 @@ def train(
     same folder (same image, same config) resumes from the last finished scale.
     `on_stage(report)` is called after each finished scale.
     """
-    device = resolve_device(device) if not isinstance(device, torch.device) else device
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    reals_cpu, r = prepare_reals(as_images(image), cfg)
-    reals = [x.to(device) for x in reals_cpu]
-    meta = {"image_hash": image_hash(reals_cpu[-1]), "config_hash": cfg.hash(), "complete": False}
-
-    stages: list[Stage] = []
-    stage_reports: list[dict[str, Any]] = []
-    z_star = torch.zeros(0)
-    if out is not None and model_exists(out):
-        done = SinGAN.load(out, device)
-        if (done.meta.get("image_hash"), done.meta.get("config_hash")) != (meta["image_hash"], meta["config_hash"]):
-            raise ValueError(f"{out} holds a model of another image or config; choose another output folder")
-        if done.meta.get("complete"):
-            return done
-        stages, z_star, stage_reports = done.stages, done.z_star, list(done.report.get("stages", []))
-        for stage in stages:  # discriminators of finished scales stay frozen
-            if stage.discriminator is not None:
-                stage.discriminator.eval().requires_grad_(False)
-
-    t_start = time.perf_counter() - sum(s["seconds"] for s in stage_reports)
-    model = None
-    for k in range(len(stages), len(reals)):
-        torch.manual_seed(cfg.seed * 1009 + k)  # per-scale seeds: a resumed run continues identically
-        coarser = SinGAN(cfg, stages, z_star, reals[:k], r) if k > 0 else None
-        stage, z_star, stage_report = train_stage(k, reals, coarser, cfg, stages[-1] if stages else None, device,
-                                                  progress)
-        stages = [*stages, stage]
-        stage_reports.append(stage_report)
-        complete = k == len(reals) - 1
-        report = summarize(stage_reports, time.perf_counter() - t_start, cfg, device, r)
-        model = SinGAN(cfg, stages, z_star, reals[: k + 1], r, report, {**meta, "complete": complete})
-        if out is not None:
-            model.save(out)
-        if on_stage is not None:
-            on_stage(stage_report)
-    assert model is not None
+    reals, r = prepare_reals(as_images(image), cfg)
+    callback = None if on_stage is None else (lambda _, report: on_stage(report))
+    (model,) = _train_pack([reals], r, cfg, [out], device, progress, callback)
     return model
 
 
-def summarize(stage_reports: list[dict[str, Any]], seconds: float, cfg: Config, device: torch.device, r: float):
+def train_pack(
+    images: Sequence[torch.Tensor | str],
+    cfg: Config,
+    *,
+    outs: Sequence[str | None] | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    on_stage: Callable[[int, dict[str, Any]], None] | None = None,
+) -> list[SinGAN]:
+    """Train one pyramid per image, K images at once as one pack (`train_stage`): each model is the
+    one `train` would give the image alone (the same weights, losses and samples, to float rounding).
+
+    The images must have the same training shapes (the same size after the max_size rule). With
+    `outs` (one folder per image), every model is saved after every scale, exactly as `train` saves it,
+    and a restarted run resumes the pack from the last scale all its images finished.
+    `on_stage(index, report)` is called for each image after each finished scale.
+    """
+    items = [as_images(image) for image in images]
+    if not items:
+        raise ValueError("no image given")
+    if any(len(x) > 1 for x in items):
+        raise ValueError("a pack trains one image per pyramid: pass [1, 3, H, W] images (a DoubleGAN trains alone)")
+    outs = list(outs) if outs is not None else [None] * len(items)
+    if len(outs) != len(items):
+        raise ValueError(f"{len(items)} images but {len(outs)} output folders")
+    prepared = [prepare_reals(x, cfg) for x in items]
+    shapes = [[tuple(x.shape[-2:]) for x in reals] for reals, _ in prepared]
+    for i, s in enumerate(shapes):
+        if s != shapes[0]:
+            raise ValueError(
+                f"image {i} does not fit the pack: its training shapes are {_pyramid_text(s)}, image 0's are "
+                f"{_pyramid_text(shapes[0])}; a pack holds images of one size after max_size={cfg.max_size}"
+            )
+    return _train_pack([reals for reals, _ in prepared], prepared[0][1], cfg, outs, device, progress, on_stage)
+
+
+def _pyramid_text(shapes: list[tuple[int, int]]) -> str:
+    return f"{len(shapes)} scales, {shapes[0][0]}x{shapes[0][1]} .. {shapes[-1][0]}x{shapes[-1][1]}"
+
+
+def _train_pack(
+    image_reals: list[list[torch.Tensor]],
+    r: float,
+    cfg: Config,
+    outs: list[str | None],
+    device: str | torch.device | None,
+    progress: bool,
+    on_stage: Callable[[int, dict[str, Any]], None] | None,
+) -> list[SinGAN]:
+    """The loop over scales for K pyramids of the same shapes (K = 1: one image, or one DoubleGAN)."""
+    device = resolve_device(device) if not isinstance(device, torch.device) else device
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    K, num_scales = len(image_reals), len(image_reals[0])
+    metas = [{"image_hash": image_hash(reals[-1]), "config_hash": cfg.hash(), "complete": False}
+             for reals in image_reals]
+    image_reals = [[x.to(device) for x in reals] for reals in image_reals]
+    reals = [side_by_side([x[k] for x in image_reals]) for k in range(num_scales)]
+
+    done = [_finished(out, meta, device) for out, meta in zip(outs, metas, strict=True)]
+    if all(m is not None and m.meta.get("complete") for m in done):
+        return done
+    start = min(m.num_stages if m is not None else 0 for m in done)  # the last scale all have finished
+    stages: list[list[Stage]] = [m.stages[:start] if start else [] for m in done]
+    z_stars = [m.z_star if start else torch.zeros(0) for m in done]
+    stage_reports = [list(m.report.get("stages", []))[:start] if start else [] for m in done]
+    for stage in (s for image_stages in stages for s in image_stages):  # finished discriminators stay frozen
+        if stage.discriminator is not None:
+            stage.discriminator.eval().requires_grad_(False)
+
+    t_start = time.perf_counter() - K * sum(s["seconds"] for s in stage_reports[0])  # the pack's time so far
+    models: list[SinGAN] = []
+    for k in range(start, num_scales):
+        torch.manual_seed(cfg.seed * 1009 + k)  # per-scale seeds: a resumed run continues identically
+        coarser = [SinGAN(cfg, s, z, x[:k], r) for s, z, x in zip(stages, z_stars, image_reals, strict=True)] \
+            if k > 0 else []
+        init = [s[-1] for s in stages] if k > 0 else []
+        new, z_stars, new_reports = train_stage(k, reals, coarser, cfg, init, device, progress)
+        complete = k == num_scales - 1
+        seconds = (time.perf_counter() - t_start) / K  # each image's share of the pack's time
+        models = []
+        for i in range(K):
+            stages[i] = [*stages[i], new[i]]
+            stage_reports[i].append(new_reports[i])
+            report = summarize(stage_reports[i], seconds, cfg, device, r, K)
+            models.append(SinGAN(cfg, stages[i], z_stars[i], image_reals[i][: k + 1], r, report,
+                                 {**metas[i], "complete": complete}))
+            if outs[i] is not None:
+                models[i].save(outs[i])
+            if on_stage is not None:
+                on_stage(i, new_reports[i])
+    return models
+
+
+def summarize(
+    stage_reports: list[dict[str, Any]], seconds: float, cfg: Config, device: torch.device, r: float, pack: int = 1
+):
     return {
         "num_scales": len(stage_reports),
         "scale_factor": r,
         "config_hash": cfg.hash(),
         "epoch_decay": cfg.epoch_decay,
         "device": str(device),
-        "total_seconds": seconds,
+        "total_seconds": seconds,  # in a pack of K, the pack's time / K
+        "pack_size": pack,
         "total_iterations": sum(s["iterations"] for s in stage_reports),
         "stages": stage_reports,
     }

@@ -9,6 +9,15 @@ from PIL import Image
 
 torch.set_num_threads(1)
 
+# Tests that take `device` run on the CPU and, where a GPU is present, on CUDA too (the rest use the
+# engine's default device: CUDA when present).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    return request.param
+
 
 def synthetic_image(height: int = 40, width: int = 48, seed: int = 0) -> torch.Tensor:
     """A smooth colourful [1, 3, H, W] image in [-1, 1] with some texture."""

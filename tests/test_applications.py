@@ -94,7 +94,8 @@ def test_sr_keeps_the_content(trained):
     x0 = model.reals[-1]
     up = super_resolve(model, 2)
     back = torch.nn.functional.interpolate(up, size=(H, W), mode="area")
-    assert (back - x0).abs().mean() < 0.15  # an upsampled image, not noise
+    # an upsampled image, not noise: 0.15-0.17 for this 30-iteration model over seeds 0-2, 0.53 for uniform noise
+    assert (back - x0).abs().mean() < 0.2
 
 
 def test_sr_cli_writes_exactly_factor_times_the_input(tmp_path):
