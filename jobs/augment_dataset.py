@@ -59,7 +59,7 @@ def main(
     experiment: Experiment = "singan-augment",
     tag: Tag = None,
     cpus_per_task: CpusPerTask = 1,
-    gpus_per_task: GpusPerTask = 0.25,
+    gpus_per_task: GpusPerTask = None,
     address: Address = None,
     quiet: QuietJob = False,
 ) -> None:

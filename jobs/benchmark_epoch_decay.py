@@ -59,7 +59,7 @@ def main(
     tracking_uri: TrackingUri = None,
     experiment: Experiment = "singan-benchmark",
     cpus_per_task: CpusPerTask = 1,
-    gpus_per_task: GpusPerTask = 0.25,
+    gpus_per_task: GpusPerTask = None,
     address: Address = None,
     warmup: Annotated[bool, typer.Option(help="First run a throwaway training in every Ray worker, so neither "
                                          "side pays the workers' one-off start-up.")] = True,

@@ -29,7 +29,9 @@ from pipeline.options import (
     OptionalInput,
     OptionalPreset,
     Overrides,
+    Pack,
     QuietJob,
+    ResourceTimeout,
     ScaleH,
     ScaleV,
     Seed,
@@ -63,8 +65,10 @@ def main(
     run_name: Annotated[str | None, typer.Option(help="Name of the job's parent MLflow run.")] = None,
     tag: Tag = None,
     cpus_per_task: CpusPerTask = 1,
-    gpus_per_task: GpusPerTask = 0.25,
+    gpus_per_task: GpusPerTask = None,
     address: Address = None,
+    pack: Pack = None,
+    resource_timeout: ResourceTimeout = 300.0,
     demo: Annotated[
         bool, typer.Option("--demo", help=f"Run on the bundled example photos (quick preset, {jobs.DEMO_SAMPLES} "
                                           "samples).")
@@ -76,7 +80,8 @@ def main(
         input_url, out=out, preset_name=preset_name, overrides=overrides, seed=seed, highres=highres, samples=samples,
         scale_h=scale_h, scale_v=scale_v, metrics=metrics, inception_weights=inception_weights,
         tracking_uri=tracking_uri, experiment=experiment, run_name=run_name, tag=tag, cpus_per_task=cpus_per_task,
-        gpus_per_task=gpus_per_task, address=address, demo=demo, quiet=quiet,
+        gpus_per_task=gpus_per_task, address=address, pack=pack, resource_timeout=resource_timeout, demo=demo,
+        quiet=quiet,
     ))
 
 

@@ -1,7 +1,7 @@
 """The Ray cluster a job runs on: joining it, and what each task may ask of it.
 
     joined = connect(None)      # $RAY_ADDRESS, a running local head that answers, or a new private local Ray
-    res = plan_resources(live_nodes(), num_cpus=1, gpus_per_task=0.25)
+    res = plan_resources(live_nodes(), num_cpus=1, gpus_per_task=None, node_types=addable_node_types())
     slots(live_nodes(), res)                        # how many training tasks fit at once
 """
 
@@ -28,6 +28,9 @@ class TaskResources:
     def options(self) -> dict[str, float]:
         """The keyword arguments of `remote_fn.options(...)`."""
         return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+
+
+DEFAULT_GPUS = 0.25  # GPU fraction per task when the cluster has or can add GPUs and none was given: four share one
 
 
 # ---------------------------------------------------------------------------- joining a cluster
@@ -171,33 +174,60 @@ def live_nodes() -> list[dict[str, float]]:
     return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
 
 
-def plan_resources(nodes: Sequence[dict[str, float]], num_cpus: int, gpus_per_task: float) -> TaskResources:
-    """Check the per-task request against the nodes' resources; fail fast instead of waiting forever.
+def addable_node_types() -> list[dict[str, float]]:
+    """The resources of the node types the cluster's autoscaler may still start (its cluster config, e.g. the
+    `available_node_types` of cluster.yaml, as the autoscaler reports it to Ray); [] without an autoscaler."""
+    try:
+        from ray._private.state import state
 
-    Without any GPU in the cluster the GPU request is dropped (tasks run on the CPU), with a note.
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - a Ray Client connection or an older GCS: no autoscaler to ask
+        return []
+    if config is None:
+        return []
+    return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+
+
+def plan_resources(nodes: Sequence[dict[str, float]], num_cpus: int, gpus_per_task: float | None,
+                   node_types: Sequence[dict[str, float]] = ()) -> TaskResources:
+    """The per-task request, checked against the live `nodes` and the `node_types` the autoscaler can add;
+    fails fast instead of waiting forever for a request that no node could ever meet.
+
+    `gpus_per_task` None (the default): DEFAULT_GPUS when some node has a GPU or the autoscaler can add
+    one (tasks wait for it: the autoscaler starts GPU nodes for them), else the CPU, with a note. A
+    number given is asked for as given, even where no GPU is in sight (the job's --resource-timeout
+    stops it if none comes); 0 means the CPU.
     """
     if num_cpus < 1:
         raise ValueError(f"--cpus-per-task must be at least 1, got {num_cpus}")
-    if gpus_per_task < 0:
+    if gpus_per_task is not None and gpus_per_task < 0:
         raise ValueError(f"--gpus-per-task must not be negative, got {gpus_per_task}")
-    if gpus_per_task > 1 and gpus_per_task != int(gpus_per_task):
+    if gpus_per_task is not None and gpus_per_task > 1 and gpus_per_task != int(gpus_per_task):
         raise ValueError(f"--gpus-per-task above 1 must be a whole number, got {gpus_per_task}")
     if not nodes:
         raise ValueError("the Ray cluster has no live node")
-    most_cpus = max(n.get("CPU", 0.0) for n in nodes)
+    capacity = [*nodes, *node_types]
+    most_cpus = max(n.get("CPU", 0.0) for n in capacity)
     if num_cpus > most_cpus:
         raise ValueError(f"--cpus-per-task {num_cpus} is more than any node has (largest: {most_cpus:g} CPUs)")
-    most_gpus = max(n.get("GPU", 0.0) for n in nodes)
+    most_gpus = max(n.get("GPU", 0.0) for n in capacity)
+    alive_gpus = max(n.get("GPU", 0.0) for n in nodes)
     if gpus_per_task == 0:
         return TaskResources(num_cpus, 0.0)
     if most_gpus == 0:
-        return TaskResources(num_cpus, 0.0, "no GPU in the Ray cluster: every task runs on the CPU")
-    if gpus_per_task > most_gpus:
-        raise ValueError(f"--gpus-per-task {gpus_per_task:g} is more than any node has (largest: {most_gpus:g} GPUs)")
-    fitting = [n for n in nodes if n.get("CPU", 0) >= num_cpus and n.get("GPU", 0) >= gpus_per_task]
+        if gpus_per_task is None:
+            return TaskResources(num_cpus, 0.0, "no GPU in the Ray cluster and its autoscaler can add none: every "
+                                                "task runs on the CPU")
+        return TaskResources(num_cpus, gpus_per_task, f"--gpus-per-task {gpus_per_task:g}: no GPU in the Ray "
+                             "cluster nor in its autoscaler's node types; the tasks wait for one")
+    gpus = DEFAULT_GPUS if gpus_per_task is None else gpus_per_task
+    if gpus > most_gpus:
+        raise ValueError(f"--gpus-per-task {gpus:g} is more than any node has (largest: {most_gpus:g} GPUs)")
+    fitting = [n for n in capacity if n.get("CPU", 0) >= num_cpus and n.get("GPU", 0) >= gpus]
     if not fitting:
-        raise ValueError(f"no node has both {num_cpus} CPUs and {gpus_per_task:g} GPUs for one task")
-    return TaskResources(num_cpus, gpus_per_task)
+        raise ValueError(f"no node has both {num_cpus} CPUs and {gpus:g} GPUs for one task")
+    note = None if alive_gpus else "no GPU node is up yet: the tasks ask for GPUs and wait for the autoscaler"
+    return TaskResources(num_cpus, gpus, note)
 
 
 def slots(nodes: Sequence[dict[str, float]], res: TaskResources) -> int:

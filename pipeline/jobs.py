@@ -52,10 +52,12 @@ def train_dataset(
     run_name: str | None,
     tag: str | None,
     cpus_per_task: int,
-    gpus_per_task: float,
+    gpus_per_task: float | None,
     address: str | None,
     demo: bool,
     quiet: bool,
+    pack: int | None = None,
+    resource_timeout: float = 300.0,
 ) -> int:
     """Train, sample and evaluate every image under INPUT (or the bundled photos with `demo`)."""
     if demo:
@@ -73,7 +75,8 @@ def train_dataset(
         input_url, out, cfg, highres=highres, samples=n_samples,
         scale_h=scale_h, scale_v=scale_v, metrics=split_metrics(metrics), inception_weights=inception_weights,
         tracking_uri=tracking_uri, experiment=experiment, run_name=run_name, num_cpus_per_task=cpus_per_task,
-        gpus_per_task=gpus_per_task, address=address, variant_tag=tag, progress=not quiet,
+        gpus_per_task=gpus_per_task, address=address, variant_tag=tag, progress=not quiet, pack=pack,
+        resource_timeout=resource_timeout,
     )
     if quiet:
         typer.echo(counts_line(summary))
@@ -116,7 +119,7 @@ def augment_dataset(
     experiment: str,
     tag: str | None,
     cpus_per_task: int,
-    gpus_per_task: float,
+    gpus_per_task: float | None,
     address: str | None,
     quiet: bool,
 ) -> int:
@@ -163,7 +166,7 @@ def benchmark_epoch_decay(
     tracking_uri: str | None,
     experiment: str,
     cpus_per_task: int,
-    gpus_per_task: float,
+    gpus_per_task: float | None,
     address: str | None,
     warmup: bool,
     quiet: bool,

@@ -61,8 +61,20 @@ Tag = Annotated[
 ]
 CpusPerTask = Annotated[int, typer.Option(help="CPUs (and torch threads) per training and sampling task.")]
 GpusPerTask = Annotated[
-    float, typer.Option(help="GPU fraction per training and sampling task when the cluster has GPUs (0.25: four "
-                             "share one).")
+    float | None,
+    typer.Option(help="GPU fraction per training and sampling task (0.25: four share one; 0: the CPU). Default: 0.25 "
+                      "when the cluster has GPU nodes or its autoscaler can add them, else the CPU. A value given "
+                      "is asked for even where no GPU is in sight."),
+]
+Pack = Annotated[
+    int | None,
+    typer.Option(help="At most this many images of one training shape per training task, trained as one packed "
+                      "network (1: each alone). Default: 1 on the CPU; on a GPU as many as fit in the task's share "
+                      "of its memory (README: Packing in the pipeline)."),
+]
+ResourceTimeout = Annotated[
+    float, typer.Option(help="Stop with an error when training tasks wait this many seconds for their resources "
+                             "with none running (e.g. GPUs the cluster cannot add).")
 ]
 Address = Annotated[
     str | None,

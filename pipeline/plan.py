@@ -81,6 +81,7 @@ class Plan:
     inception_weights: str | None = None
     resources: TaskResources = field(default_factory=lambda: TaskResources(1, 0.0))
     fault_exit_after_scale: int | None = None
+    pack: int | None = None  # at most this many images per training task (None: the default, packs.py)
 
     @property
     def config_hash(self) -> str:
@@ -119,14 +120,16 @@ def make_plan(
     metrics: Sequence[str] | None = None,
     inception_weights: str | None = None,
     num_cpus_per_task: int = 1,
-    gpus_per_task: float = 0.25,
+    gpus_per_task: float | None = None,
     variant_tag: str | None = None,
+    pack: int | None = None,
 ) -> tuple[Plan, list[str]]:
     """The plan of a job writing to the (absolute) folder `out`, and notes for the user.
 
     The options are those `check_options` accepted; the metrics are resolved here (which may fetch
     SIFID's weights), raising ValueError (one line) for unknown ones. The resources are the request as
-    given; the driver checks them against the cluster (`cluster.plan_resources`) once it has joined it.
+    given (None GPUs: the default); the driver checks them against the cluster (`cluster.plan_resources`)
+    once it has joined it.
     """
     tag = variant_tag or ""
     metric_names, weights, notes = _resolve_metrics(metrics, inception_weights, samples)
@@ -134,12 +137,18 @@ def make_plan(
         from singan_core.applications import highres as _highres  # noqa: F401 - fail now if it is missing
     plan = Plan(config, Layout(out), tag=tag, highres=highres, samples=samples, sample_batch=sample_batch,
                 scale_h=scale_h, scale_v=scale_v, metrics=metric_names, inception_weights=weights,
-                resources=TaskResources(num_cpus_per_task, gpus_per_task), fault_exit_after_scale=_fault_switch())
+                resources=TaskResources(num_cpus_per_task, gpus_per_task or 0.0), pack=pack,
+                fault_exit_after_scale=_fault_switch())
     return plan, notes
 
 
-def check_options(*, samples: int, scale_h: float, scale_v: float, tag: str, sample_batch: int) -> None:
+def check_options(*, samples: int, scale_h: float, scale_v: float, tag: str, sample_batch: int,
+                  pack: int | None = None, resource_timeout: float = 1.0) -> None:
     """Raise ValueError (one line) for options no job can run with."""
+    if pack is not None and pack < 1:
+        raise ValueError(f"--pack must be at least 1, got {pack}")
+    if resource_timeout <= 0:
+        raise ValueError(f"--resource-timeout must be positive, got {resource_timeout:g}")
     if samples < 0:
         raise ValueError(f"--samples must not be negative, got {samples}")
     if scale_h <= 0 or scale_v <= 0:

@@ -50,7 +50,10 @@ RUNS = pa.schema(
         ("iterations_per_scale", pa.list_(pa.int32())),  # coarsest first
         ("seconds_per_scale", pa.list_(pa.float64())),  # coarsest first
         ("total_iterations", pa.int64()),
-        ("total_seconds", pa.float64()),  # training seconds (stitched: the five pyramids' sum)
+        ("total_seconds", pa.float64()),  # training seconds; in a pack of K: pack_seconds / K (stitched: parts summed)
+        ("pack_id", pa.string()),  # the training task's pack (the same for the images trained together)
+        ("pack_size", pa.int32()),  # K: pyramids trained together in it (1: alone)
+        ("pack_seconds", pa.float64()),  # the pack's training wall time
         ("resumed_from_scale", pa.int32()),  # scales found finished in the checkpoint at start
         ("final_loss_d", pa.float64()),
         ("final_loss_adv", pa.float64()),

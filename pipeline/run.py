@@ -10,7 +10,8 @@ rows; the Parquet tables are rewritten (atomically) every few seconds and at the
 Where each step lives:
 
     plan.py      the checked options, the output layout, which images are left to do
-    cluster.py   joining Ray, what each task may ask of the cluster
+    cluster.py   joining Ray, what each task may ask of the cluster (GPUs the autoscaler can add included)
+    packs.py     the images of one training task: same training shape, at most K
     submit.py    an image's chain of tasks (tasks.py holds the tasks themselves)
     drive.py     the loop that keeps images in flight and collects them
     rows.py      task results -> table rows, the rows waiting for Parquet (results.py: schemas, writes)
@@ -32,10 +33,11 @@ import ray
 from singan_core.config import Config
 
 from . import results as rs
-from .cluster import connect, live_nodes, plan_resources, slots
+from .cluster import addable_node_types, connect, live_nodes, plan_resources, slots
 from .dataset import discover_files, identify
 from .drive import Outcome, dedupe, drive
 from .lock import hold_output
+from .packs import make_units
 from .plan import (
     Plan,
     Triage,
@@ -50,6 +52,8 @@ from .plan import (
 from .progress import Counts, format_report, say
 from .tasks import ProgressBoard
 from .tracking import Tracker, default_tracking_uri, end_job_run, start_job_run
+
+RESOURCE_TIMEOUT_S = 300.0  # --resource-timeout: training tasks may wait this long with none running
 
 
 def run_dataset(
@@ -67,27 +71,35 @@ def run_dataset(
     experiment: str = "singan",
     run_name: str | None = None,
     num_cpus_per_task: int = 1,
-    gpus_per_task: float = 0.25,
+    gpus_per_task: float | None = None,
     address: str | None = None,
     variant_tag: str | None = None,
     progress: bool = True,
     sample_batch: int = 16,
+    pack: int | None = None,
+    resource_timeout: float = RESOURCE_TIMEOUT_S,
 ) -> RunSummary:
     """Train, sample and evaluate every image under `input_url`; results under `out_url`.
 
     Returns a RunSummary; raises ValueError / FileNotFoundError (one line) for bad options or input
     before any task runs. Ctrl-C stops the tasks, keeps what finished and returns (interrupted=True).
     When every image is already done (same bytes, config and tag), neither Ray nor MLflow is started.
+
+    `gpus_per_task` None: 0.25 when the cluster has or can add GPU nodes, else the CPU (cluster.plan_resources).
+    `pack`: at most this many same-shape images per training task (None: one on the CPU, as many as fit on a
+    GPU; packs.py). Training tasks that wait `resource_timeout` seconds with none running stop the job
+    (ResourceTimeoutError, one line).
     """
     t0 = time.perf_counter()
     out = absolute(out_url)
-    check_options(samples=samples, scale_h=scale_h, scale_v=scale_v, tag=variant_tag or "", sample_batch=sample_batch)
+    check_options(samples=samples, scale_h=scale_h, scale_v=scale_v, tag=variant_tag or "", sample_batch=sample_batch,
+                  pack=pack, resource_timeout=resource_timeout)
     check_storage(input_url, out)
     found = discover_files(input_url, exclude=job_outputs(out))
     plan, notes = make_plan(out, config, highres=highres, samples=samples, sample_batch=sample_batch,
                             scale_h=scale_h, scale_v=scale_v, metrics=metrics, inception_weights=inception_weights,
                             num_cpus_per_task=num_cpus_per_task, gpus_per_task=gpus_per_task,
-                            variant_tag=variant_tag)
+                            variant_tag=variant_tag, pack=pack)
     name = run_name or f"train_dataset {os.path.basename(input_url.rstrip('/')) or input_url}"
     with hold_output(out, job=name) as held:  # one job at a time on an output; released at the end, Ctrl-C included
         notes += [held.note] if held.note else []
@@ -104,8 +116,10 @@ def run_dataset(
         board = None
         try:
             nodes = live_nodes()
-            res = plan_resources(nodes, num_cpus_per_task, gpus_per_task)
+            res = plan_resources(nodes, num_cpus_per_task, gpus_per_task, addable_node_types())
             plan = replace(plan, resources=res)
+            units = make_units(triage.todo, config, pack=pack, gpus=res.num_gpus, highres=highres)
+            per_task = max(len(unit.items) for unit in units)
             notes += [note for note in (joined.note, res.note) if note]
             tracker = Tracker.open(uri, experiment, out)
             parent_id = start_job_run(tracker, name, plan, input_url)
@@ -114,8 +128,9 @@ def run_dataset(
                 say(f"note: {note}", progress)
             board = ProgressBoard.remote()
             try:
-                outcome = drive(triage, plan, tracker=tracker, parent_id=parent_id, board=board,
-                                window=2 * slots(nodes, res) + 2, progress=progress)
+                outcome = drive(triage, plan, units, tracker=tracker, parent_id=parent_id, board=board,
+                                window=(2 * slots(nodes, res) + 2) * per_task, progress=progress,
+                                resource_timeout=resource_timeout)
             except BaseException:
                 tracker.end_run(parent_id, "FAILED")
                 raise

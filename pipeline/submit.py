@@ -1,6 +1,6 @@
 """Submitting an image's tasks to Ray, and fetching their results.
 
-    job = submit_image(item, plan, board)      # the whole chain at once: train -> sample -> evaluate
+    jobs = submit_pack(items, plan, board)     # the whole chains at once: train (one task) -> sample -> evaluate
     job.results[ref] = fetch(ref)              # a Trained / ChunkResult, or a TaskFailure
 
 Ray runs each task when its inputs are ready (tasks are chained by object references), so the driver
@@ -9,6 +9,7 @@ only waits for results.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from .tasks import (
     remote_sample,
     remote_stitch,
     remote_train,
+    remote_train_pack,
 )
 
 
@@ -63,18 +65,35 @@ class ImageJob:
         return len(self.results) == len(self.refs())
 
 
-def submit_image(item: ImageItem, plan: Plan, board: Any) -> ImageJob:
-    """Submit the whole chain of one image at once; Ray runs each task when its inputs are ready."""
+def submit_pack(items: Sequence[ImageItem], plan: Plan, board: Any, quadrants: int = 1) -> list[ImageJob]:
+    """Submit the chains of the images of one pack at once: one training task for all (one object
+    reference per image, `num_returns`), then each image's sampling and evaluation. High-Res (one image
+    at a time): the base alone, and the four quadrant pyramids in packs of `quadrants`."""
+    layout, res = plan.layout, plan.resources
+    specs = {(item.image_id, variant): TrainSpec(
+        image_url=item.url, image_id=item.image_id, variant=variant, config=plan.config,
+        model_url=layout.model(plan.group(item.image_id), variant),
+        plot_url=layout.plot(plan.group(item.image_id), variant, "loss_curves.png"), threads=res.num_cpus,
+        fault_exit_after_scale=plan.fault_exit_after_scale) for item in items for variant in plan.train_variants}
+    if plan.highres:
+        parts = list(specs.values())
+        packs = [parts[:1], *(parts[i:i + quadrants] for i in range(1, len(parts), quadrants))]
+    else:
+        packs = [list(specs.values())]
+    refs: dict[tuple[str, str], Any] = {}
+    for pack in packs:
+        if len(pack) == 1:
+            got = [remote_train.options(**res.options()).remote(pack[0], board)]
+        else:
+            got = remote_train_pack.options(num_returns=len(pack), **res.options()).remote(pack, board)
+        refs.update({(spec.image_id, spec.variant): ref for spec, ref in zip(pack, got, strict=True)})
+    return [_submit_chain(item, plan, {v: refs[(item.image_id, v)] for v in plan.train_variants}) for item in items]
+
+
+def _submit_chain(item: ImageItem, plan: Plan, train: dict[str, Any]) -> ImageJob:
+    """An image's sampling and evaluation tasks, chained on its training tasks' references."""
     layout, res = plan.layout, plan.resources
     group = plan.group(item.image_id)
-    train = {}
-    for variant in plan.train_variants:
-        spec = TrainSpec(image_url=item.url, image_id=item.image_id, variant=variant, config=plan.config,
-                         model_url=layout.model(group, variant),
-                         plot_url=layout.plot(group, variant, "loss_curves.png"), threads=res.num_cpus,
-                         fault_exit_after_scale=plan.fault_exit_after_scale)
-        train[variant] = remote_train.options(**res.options()).remote(spec, board)
-
     variant = plan.sample_variant
     real_model = layout.model(group, "base" if plan.highres else variant)  # the stitch is at the base's size
     eval_spec = EvalSpec(real_model, plan.metrics, plan.inception_weights, seed=plan.config.seed)

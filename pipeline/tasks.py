@@ -37,9 +37,10 @@ from singan_core.config import Config
 from singan_core.devices import set_threads
 from singan_core.images import atomic_write, load_image, save_image
 from singan_core.singan import ModelFileError, SinGAN, model_exists
-from singan_core.train import train
+from singan_core.train import train_pack
 
 from .figures import loss_curves_png, png_bytes, sample_grid
+from .packs import pack_id
 
 FAULT_ENV = "SINGAN_FAULT_EXIT_AFTER_SCALE"
 HIGHRES_PARTS = ("base", "q0", "q1", "q2", "q3")
@@ -169,10 +170,14 @@ def set_aside(url: str) -> str:
 # ---------------------------------------------------------------------------- progress
 @ray.remote(num_cpus=0)
 class ProgressBoard:
-    """Where training tasks post their current scale; the driver reads a snapshot now and then."""
+    """Where training tasks say they started and post their current scale; the driver reads them now and then."""
 
     def __init__(self) -> None:
         self.scales: dict[str, tuple[int, int]] = {}
+        self.begun: set[str] = set()
+
+    def start(self, keys: list[str]) -> None:
+        self.begun.update(keys)
 
     def post(self, key: str, done: int, total: int) -> None:
         self.scales[key] = (done, total)
@@ -180,65 +185,109 @@ class ProgressBoard:
     def snapshot(self) -> dict[str, tuple[int, int]]:
         return dict(self.scales)
 
+    def started(self) -> set[str]:
+        """The trainings ("image_id/variant") whose task has started: Ray granted its resources."""
+        return set(self.begun)
 
-def _stage_callback(key: str, board: Any, fault_after: int | None):
-    def on_stage(report: dict[str, Any]) -> None:
+
+def _stage_callback(keys: Sequence[str], board: Any, fault_after: int | None):
+    def on_stage(index: int, report: dict[str, Any]) -> None:
         total = report["stage"] + report["scale"] + 1
         if board is not None:
-            board.post.remote(key, report["stage"] + 1, total)
-        if fault_after is not None and report["stage"] == fault_after:
-            os._exit(17)  # fault injection: die like a killed worker, after the checkpoint was saved
+            board.post.remote(keys[index], report["stage"] + 1, total)
+        if fault_after is not None and report["stage"] == fault_after and index == len(keys) - 1:
+            os._exit(17)  # fault injection: die like a killed worker, after the pack's checkpoints were saved
 
     return on_stage
 
 
 # ---------------------------------------------------------------------------- training
-def _train(spec: TrainSpec, image: torch.Tensor, cfg: Config, device: str, on_stage) -> tuple[str, Config, Any]:
-    """Train the pyramid of `spec` (resumable); return its model URL, its config and its shapes."""
+def _prepared(spec: TrainSpec) -> tuple[torch.Tensor, Config, tuple[int, int]]:
+    """What `spec` trains on and with: the image ('full'), or a High-Res part and its config; and the
+    input's size (a part's: the size of the image it is cut from)."""
+    image = load_image(spec.image_url)
+    size = (int(image.shape[-2]), int(image.shape[-1]))
     if spec.variant == "full":
-        model = train(image, cfg, out=spec.model_url, device=device, progress=False, on_stage=on_stage)
-        return spec.model_url, cfg, model
+        return image, spec.config, size
     from singan_core.applications import highres
 
-    url = highres.train_part(image, spec.variant, cfg, spec.model_url, device=device, progress=False,
-                             on_stage=on_stage)
-    return url, highres.highres_config(cfg, spec.variant), SinGAN.load(url, device="cpu")
+    part = highres.part_image(highres.full_image(image, spec.config), spec.variant)
+    return part, highres.highres_config(spec.config, spec.variant), size
 
 
 def train_variant(spec: TrainSpec, board: Any = None) -> Trained:
-    """Train one pyramid and return its row of runs.parquet (minus the job-level columns) and its config.
+    """Train one pyramid: `train_pack` of one."""
+    return train_pack_variants([spec], board)[0]
 
-    Bad input (corrupt, too small, not an image) and any other error become a failed row; only the
-    death of the process itself escapes (and makes Ray retry the task).
+
+def train_pack_variants(specs: Sequence[TrainSpec], board: Any = None) -> list[Trained]:
+    """Train K pyramids in one task, those of one training shape as one pack (`singan_core.train_pack`);
+    return each one's row of runs.parquet (minus the job-level columns) and its config, in `specs` order.
+
+    The pack is what the driver grouped; pyramids whose shapes turn out to differ (the header did not
+    tell) train as separate packs here. Bad input (corrupt, too small, not an image) and any other error
+    become failed rows of the images concerned; only the death of the process itself escapes (and makes
+    Ray retry the task, which resumes every pyramid of the pack from its last finished scale).
     """
-    set_threads(spec.threads)
+    set_threads(specs[0].threads)
     started = now()
-    row: dict[str, Any] = {"image_id": spec.image_id, "variant": spec.variant, "source_uri": spec.image_url,
-                           "host": socket.gethostname(), "start_time": started, "model_url": spec.model_url}
-    variant_cfg = None
+    if board is not None:
+        board.start.remote([f"{s.image_id}/{s.variant}" for s in specs])
+    device = task_device()
+    name = pack_id([f"{s.image_id}/{s.variant}" for s in specs])
+    rows = [{"image_id": s.image_id, "variant": s.variant, "source_uri": s.image_url, "host": socket.gethostname(),
+             "start_time": started, "model_url": s.model_url, "device": device, "pack_id": name} for s in specs]
+    results: list[Trained | None] = [None] * len(specs)
+    groups: dict[tuple[Any, ...], list[tuple[int, torch.Tensor, Config, int]]] = {}
+    for i, spec in enumerate(specs):
+        try:
+            resumed, note = finished_scales(spec.model_url)
+            if note:
+                rows[i]["note"] = note
+                logging.getLogger(__name__).warning("%s (%s): %s", spec.image_url, spec.variant, note)
+            image, cfg, (rows[i]["orig_height"], rows[i]["orig_width"]) = _prepared(spec)
+            groups.setdefault((cfg.hash(), tuple(image.shape)), []).append((i, image, cfg, resumed))
+        except Exception as e:  # noqa: BLE001 - one bad image must never stop the job
+            results[i] = _failed(rows[i], e)
+    for j, members in enumerate(groups.values()):
+        if len(groups) > 1:
+            for i, *_ in members:
+                rows[i]["pack_id"] = f"{name}.{j}"
+        _train_group(members, [specs[i] for i, *_ in members], rows, results, device, board)
+    return [r if r is not None else Trained(rows[i]) for i, r in enumerate(results)]
+
+
+def _train_group(members: list[tuple[int, torch.Tensor, Config, int]], specs: list[TrainSpec],
+                 rows: list[dict[str, Any]], results: list[Trained | None], device: str, board: Any) -> None:
+    """Train one pack of same-shape pyramids and fill in the members' rows and results."""
+    cfg = members[0][2]
+    on_stage = _stage_callback([f"{s.image_id}/{s.variant}" for s in specs], board, specs[0].fault_exit_after_scale)
     try:
-        device = task_device()
-        row["device"] = device
-        resumed, note = finished_scales(spec.model_url)
-        if note:
-            row["note"] = note
-            logging.getLogger(__name__).warning("%s (%s): %s", spec.image_url, spec.variant, note)
-        image = load_image(spec.image_url)
-        row["orig_height"], row["orig_width"] = int(image.shape[-2]), int(image.shape[-1])
-        on_stage = _stage_callback(f"{spec.image_id}/{spec.variant}", board, spec.fault_exit_after_scale)
-        url, trained_cfg, model = _train(spec, image, spec.config, device, on_stage)
-        report = model.report
-        stages = report.get("stages", [])
-        write_bytes(spec.plot_url, loss_curves_png(stages, f"{os.path.basename(spec.image_url)} ({spec.variant})"))
-        row.update(_report_columns(report, model.shapes[-1]))
-        row.update(status="ok", model_uri=url, plot_uri=spec.plot_url, resumed_from_scale=resumed,
-                   stages=[{k: v for k, v in s.items() if k != "curve"} for s in stages])
-        variant_cfg = trained_cfg
-    except Exception as e:  # noqa: BLE001 - one bad image must never stop the job
-        row.update(status="failed", error=one_line(e), error_type=type(e).__name__,
-                   traceback="".join(traceback.format_exception(e))[-4000:])
-    row["end_time"] = now()
-    return Trained(row, variant_cfg)
+        models = train_pack([image for _, image, _, _ in members], cfg, outs=[s.model_url for s in specs],
+                            device=device, progress=False, on_stage=on_stage)
+    except Exception as e:  # noqa: BLE001
+        for i, *_ in members:
+            results[i] = _failed(rows[i], e)
+        return
+    for (i, _, _, resumed), spec, model in zip(members, specs, models, strict=True):
+        row = rows[i]
+        try:
+            stages = model.report.get("stages", [])
+            write_bytes(spec.plot_url, loss_curves_png(stages, f"{os.path.basename(spec.image_url)} ({spec.variant})"))
+            row.update(_report_columns(model.report, model.shapes[-1]))
+            k = int(model.report.get("pack_size", 1))
+            row.update(status="ok", model_uri=spec.model_url, plot_uri=spec.plot_url, resumed_from_scale=resumed,
+                       pack_size=k, pack_seconds=row["total_seconds"] * k,
+                       stages=[{key: v for key, v in s.items() if key != "curve"} for s in stages])
+            results[i] = Trained({**row, "end_time": now()}, cfg)
+        except Exception as e:  # noqa: BLE001
+            results[i] = _failed(row, e)
+
+
+def _failed(row: dict[str, Any], error: Exception) -> Trained:
+    row.update(status="failed", error=one_line(error), error_type=type(error).__name__,
+               traceback="".join(traceback.format_exception(error))[-4000:], end_time=now())
+    return Trained(row)
 
 
 def _report_columns(report: dict[str, Any], finest: tuple[int, int]) -> dict[str, Any]:
@@ -367,6 +416,7 @@ def evaluate_set(spec: EvalSpec, *sampled: ChunkResult) -> ChunkResult:
 # Training is retried when its worker dies (checkpoints make the retry resume); errors raised by our
 # own code are already turned into failed rows, so they are never retried.
 remote_train = ray.remote(max_retries=3)(train_variant)
+remote_train_pack = ray.remote(max_retries=3)(train_pack_variants)  # .options(num_returns=K): one ref per image
 remote_sample = ray.remote(max_retries=2)(sample_chunk)
 remote_stitch = ray.remote(max_retries=2)(stitch_chunk)
 remote_evaluate = ray.remote(max_retries=2)(evaluate_chunk)
@@ -388,7 +438,9 @@ __all__ = [
     "remote_sample",
     "remote_stitch",
     "remote_train",
+    "remote_train_pack",
     "sample_chunk",
     "stitch_chunk",
+    "train_pack_variants",
     "train_variant",
 ]

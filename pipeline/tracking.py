@@ -177,7 +177,7 @@ def start_job_run(tracker: Tracker, name: str, plan: Plan, input_url: str) -> st
     res = plan.resources
     params = {**plan.config.to_dict(), "highres": plan.highres, "samples": plan.samples, "scale_h": plan.scale_h,
               "scale_v": plan.scale_v, "metrics": ",".join(plan.metrics), "num_cpus_per_task": res.num_cpus,
-              "gpus_per_task": res.num_gpus}
+              "gpus_per_task": res.num_gpus, "pack": plan.pack or "auto"}
     tags = {"input": input_url, "out": plan.layout.out, "config_hash": plan.config_hash,
             "variant_tag": plan.tag or None}
     return tracker.start_run(name, params, tags)
@@ -215,7 +215,8 @@ def log_image(tracker: Tracker, parent_id: str, finished: Finished, plan: Plan) 
 def variant_metrics(row: dict[str, Any], summary: Sequence[dict[str, Any]]) -> list[tuple[str, float, int]]:
     """MLflow metrics of one image and variant: training numbers per scale and the sample metrics."""
     out: list[tuple[str, float, int]] = [
-        ("train_seconds_total", row.get("total_seconds"), 0),
+        ("train_seconds_total", row.get("total_seconds"), 0),  # in a pack of K: the pack's seconds / K
+        ("pack_seconds", row.get("pack_seconds"), 0),
         ("iterations_total", row.get("total_iterations"), 0),
         ("num_scales", row.get("num_scales"), 0),
         ("final_loss_d", row.get("final_loss_d"), 0),
@@ -241,7 +242,8 @@ def log_variant(tracker: Tracker, parent_id: str, row: dict[str, Any], *, config
     tags = {"image_id": row["image_id"], "variant": row["variant"], "epoch_decay": config.epoch_decay,
             "variant_tag": row.get("variant_tag") or None, "source_uri": row.get("source_uri"),
             "config_hash": row.get("config_hash"), "status": row.get("status"), "error": row.get("error"),
-            "note": row.get("note"), "device": row.get("device"), "host": row.get("host")}
+            "note": row.get("note"), "device": row.get("device"), "host": row.get("host"),
+            "pack_id": row.get("pack_id"), "pack_size": row.get("pack_size")}
     run_id = tracker.start_run(run_name, config.to_dict(), tags, parent_id=parent_id,
                                start_time=row.get("start_time"))
     tracker.log_metrics(run_id, variant_metrics(row, summary))

@@ -57,15 +57,38 @@ def _open(url: str) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
         img.draft("RGB", (8192, 8192))  # JPEG: decode at a reduced scale when huge
-        if img.width * img.height > _DECODE_LIMIT:
-            factor = int(np.ceil(np.sqrt(img.width * img.height / _DECODE_LIMIT)))
-            img = img.reduce(factor)
+        if _reduction(img) > 1:
+            img = img.reduce(_reduction(img))
         img.load()
     except UnidentifiedImageError:
         raise ImageError(f"{url}: not an image file (or an unsupported format)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{url}: corrupt or truncated image ({e})") from None
     return img
+
+
+def _reduction(img: Image.Image) -> int:
+    """The integer factor a huge image is reduced by while decoding (1: none)."""
+    if img.width * img.height <= _DECODE_LIMIT:
+        return 1
+    return int(np.ceil(np.sqrt(img.width * img.height / _DECODE_LIMIT)))
+
+
+def image_size(url: str) -> tuple[int, int]:
+    """(H, W) that `load_image(url)` gives, read from the file's header without decoding the pixels
+    (the decoder's draft and reduction of huge images included). Raises ImageError like `load_image`."""
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with fsspec.open(url, "rb") as f, Image.open(f) as img:
+            img.draft("RGB", (8192, 8192))
+            factor = _reduction(img)
+            return -(-img.height // factor), -(-img.width // factor)  # Image.reduce rounds up
+    except FileNotFoundError:
+        raise ImageError(f"{url}: no such file") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{url}: not an image file (or an unsupported format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{url}: cannot read its header ({e})") from None
 
 
 def load_image(url: str, max_size: int | None = None) -> torch.Tensor:
