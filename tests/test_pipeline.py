@@ -30,6 +30,7 @@ from pipeline.dataset import content_hash, discover_images, identify
 from pipeline.plan import sort_out
 from pipeline.tasks import FAULT_ENV
 from singan_core.config import preset
+from singan_core.singan import SinGAN
 
 from .conftest import synthetic_image, write_png
 
@@ -104,9 +105,8 @@ def test_replacing_a_group_never_duplicates_rows(tmp_path):
 
 def test_resource_requests_the_cluster_cannot_meet_fail_fast():
     cpu_node, gpu_node = {"CPU": 2.0}, {"CPU": 8.0, "GPU": 1.0}
-    on_cpus = plan_resources([cpu_node], 1, 0.25)
-    assert (on_cpus.num_cpus, on_cpus.num_gpus) == (1, 0.0) and "no GPU" in on_cpus.note
-    assert plan_resources([gpu_node], 2, 0.25) == TaskResources(2, 0.25)
+    assert plan_resources([gpu_node], 2, None) == TaskResources(2, 0.25)
+    assert plan_resources([gpu_node], 2, 0.5) == TaskResources(2, 0.5)
     with pytest.raises(ValueError, match="more than any node has"):
         plan_resources([cpu_node], 4, 0)
     with pytest.raises(ValueError, match="more than any node has"):
@@ -115,6 +115,74 @@ def test_resource_requests_the_cluster_cannot_meet_fail_fast():
         plan_resources([gpu_node], 1, 1.5)
     with pytest.raises(ValueError, match="both"):
         plan_resources([cpu_node, {"CPU": 1.0, "GPU": 1.0}], 2, 0.5)
+
+
+def test_gpus_are_asked_for_where_the_autoscaler_can_add_them_and_dropped_where_it_never_can():
+    head, gpu_type, cpu_type = {"CPU": 2.0, "GPU": 0.0}, {"CPU": 4.0, "GPU": 1.0}, {"CPU": 16.0}
+    # A fresh autoscaling cluster: only the CPU head is up, the GPU workers are a node type: ask, and wait.
+    scaling = plan_resources([head], 1, None, node_types=[head, gpu_type])
+    assert (scaling.num_cpus, scaling.num_gpus) == (1, 0.25) and "wait for the autoscaler" in scaling.note
+    # A cluster that can never have a GPU: the CPU, with a note.
+    never = plan_resources([head], 1, None, node_types=[cpu_type])
+    assert never.num_gpus == 0 and "can add none" in never.note
+    assert plan_resources([head], 1, 0) == TaskResources(1, 0.0)
+    # An explicit --gpus-per-task is asked for as given, even with no GPU in sight (the resource timeout guards it).
+    explicit = plan_resources([head], 1, 0.5)
+    assert explicit.num_gpus == 0.5 and "wait" in explicit.note
+    with pytest.raises(ValueError, match="more than any node has"):
+        plan_resources([head], 1, 2, node_types=[gpu_type])
+    with pytest.raises(ValueError, match="cpus-per-task 8 is more than any node has"):
+        plan_resources([head], 8, None, node_types=[gpu_type])
+    with pytest.raises(ValueError, match="no node has both 8 CPUs and 0.25 GPUs"):
+        plan_resources([head], 8, None, node_types=[gpu_type, cpu_type])
+
+
+def test_the_node_types_come_from_the_autoscalers_cluster_config(local_ray):
+    from pipeline.cluster import addable_node_types
+
+    assert addable_node_types() == []  # a local Ray has no autoscaler: nothing can be added
+
+
+def test_packs_group_images_by_training_shape_and_leave_bad_input_alone(tmp_path):
+    from pipeline.dataset import ImageItem
+    from pipeline.packs import make_packs, make_units, pack_size_for, training_shapes
+
+    paths = {"a0": (32, 40), "b": (36, 32), "a1": (64, 80), "a2": (32, 40), "small": (8, 8), "a3": (32, 40)}
+    for name, (h, w) in paths.items():
+        write_png(tmp_path / f"{name}.png", synthetic_image(h, w, seed=len(name) + h))
+    (tmp_path / "corrupt.png").write_bytes(b"not a png")
+    items = [identify(str(tmp_path / f"{name}.png")) for name in ("a0", "b", "corrupt", "a1", "a2", "small", "a3")]
+    items.append(ImageItem(str(tmp_path / "gone.png"), "u1", "cannot read"))
+    # 64x80 trains at 32x40's shapes: max_size=32 brings both to 26x32
+    assert training_shapes(items[0].url, CFG) == training_shapes(items[3].url, CFG)
+    names = [[os.path.basename(i.url) for i in pack] for pack in make_packs(items, CFG, 2, gpus=0)]
+    assert names == [["a0.png", "a1.png"], ["b.png"], ["corrupt.png"], ["a2.png", "a3.png"], ["small.png"],
+                     ["gone.png"]]
+    assert all(len(p) == 1 for p in make_packs(items, CFG, None, gpus=0))  # the CPU default: one image a task
+    on_gpu = make_packs(items, CFG, None, gpus=0.25)  # tiny images: all four of one shape fit in one pack
+    assert [len(p) for p in on_gpu] == [4, 1, 1, 1, 1]
+    assert [u.quadrants for u in make_units(items[:2], CFG, pack=None, gpus=0.25, highres=True)] == [4, 4]
+    assert [u.quadrants for u in make_units(items[:2], CFG, pack=None, gpus=0, highres=True)] == [1, 1]
+    # The default K on a GPU: the memory estimate of the finest scale, smaller for larger images.
+    paper = preset("paper")
+    birds = training_shapes_of(164, 244, paper)
+    assert pack_size_for(birds, paper, 0.25) == 3 and pack_size_for(birds, paper, 1.0) == 14
+    assert pack_size_for(training_shapes_of(32, 40, CFG), CFG, 0.25) == 16  # capped at PACK_MAX
+
+
+def training_shapes_of(height: int, width: int, cfg):
+    from singan_core.pyramid import pyramid_for
+
+    return pyramid_for(height, width, cfg).shapes
+
+
+def test_image_size_reads_the_header_as_load_image_decodes(tmp_path):
+    from singan_core.images import image_size, load_image
+
+    for h, w, ext in ((32, 40, "png"), (4100, 4200, "png"), (900, 700, "jpg")):  # 4100x4200: reduced by 2
+        path = str(tmp_path / f"i{h}.{ext}")
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(path)
+        assert image_size(path) == tuple(load_image(path).shape[-2:])
 
 
 def test_job_script_help_and_bad_input(tmp_path):
@@ -275,6 +343,75 @@ def test_killed_training_task_resumes_from_its_checkpoint(local_ray, tmp_path, m
     assert pd.read_parquet(summary.metrics_path).empty  # metrics=(): none asked for
 
 
+def test_a_pack_job_keeps_rows_models_and_samples_per_image(local_ray, tmp_path):
+    """--pack 2 over three images of one training shape, one of another and a bad one: two packs of the first
+    shape, the others alone; every row says its pack, and total_seconds is the pack's time / K."""
+    from mlflow import MlflowClient
+
+    from pipeline.run import run_dataset
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        write_png(data / f"same{i}.png", synthetic_image(32, 40, seed=20 + i))
+    write_png(data / "other.png", synthetic_image(36, 32, seed=30))
+    write_png(data / "small.png", synthetic_image(8, 8, seed=31))
+    summary = run_dataset(str(data), str(tmp_path / "out"), CFG, samples=2, metrics=(), progress=False, pack=2)
+    assert (summary.ok, summary.failed) == (4, 1)
+    runs = summary.runs.assign(name=summary.runs["source_uri"].map(os.path.basename)).set_index("name")
+    ok = runs[runs["status"] == "ok"]
+    assert sorted(ok["pack_size"]) == [1, 1, 2, 2]
+    packed = ok[ok["pack_size"] == 2]
+    assert packed["pack_id"].nunique() == 1 and set(packed.index) <= {"same0.png", "same1.png", "same2.png"}
+    assert ok["pack_id"].nunique() == 3 and ok.loc["other.png", "pack_size"] == 1
+    assert list(ok["total_seconds"]) == pytest.approx(list(ok["pack_seconds"] / ok["pack_size"]))
+    task_seconds = (ok["end_time"] - ok["start_time"]).dt.total_seconds()
+    assert (ok["pack_seconds"] > 0).all() and (ok["pack_seconds"] <= task_seconds + 1e-3).all()  # the task's time
+    assert runs.loc["small.png", "error_type"] == "ImageError"  # bad input: its failed row, as without packs
+    samples = pd.read_parquet(summary.samples_path)
+    assert samples.groupby("image_id").size().to_dict() == {i: 2 for i in ok["image_id"]}
+    for row in ok.itertuples():  # one model per image, of that image's shape
+        assert SinGAN.load(row.model_uri).shapes[-1] == (row.train_height, row.train_width)
+    children = MlflowClient(tracking_uri=summary.tracking_uri).search_runs(
+        [summary.experiment_id], f"tags.mlflow.parentRunId = '{summary.parent_run_id}'")
+    assert sorted(r.data.tags.get("pack_size", "") for r in children if r.data.tags["status"] == "ok") == [
+        "1", "1", "2", "2"]
+    again = run_dataset(str(data), str(tmp_path / "out"), CFG, samples=2, metrics=(), progress=False, pack=2)
+    assert (again.ok, again.failed, again.skipped) == (0, 0, 5)
+
+
+def test_a_pack_killed_mid_way_resumes_from_its_last_finished_scale(local_ray, tmp_path, monkeypatch):
+    from pipeline.run import run_dataset
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        write_png(data / f"p{i}.png", synthetic_image(32, 40, seed=40 + i))
+    monkeypatch.setenv(FAULT_ENV, "0")  # the first attempt dies once the pack has saved scale 0 of both images
+    summary = run_dataset(str(data), str(tmp_path / "out"), CFG, samples=1, metrics=(), progress=False, pack=2)
+    assert summary.ok == 2 and summary.exit_code == 0
+    runs = summary.runs
+    assert list(runs["pack_size"]) == [2, 2] and runs["pack_id"].nunique() == 1
+    assert list(runs["resumed_from_scale"]) == [1, 1]
+
+
+def test_tasks_that_are_never_given_their_resources_stop_the_job_with_one_line(local_ray, tmp_path):
+    """An explicit --gpus-per-task on a cluster without GPUs (a logical resource no node has): the tasks
+    wait, and the job stops after --resource-timeout instead of waiting forever."""
+    from pipeline.drive import ResourceTimeoutError
+    from pipeline.run import run_dataset
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_png(data / "a.png", synthetic_image(32, 40, seed=50))
+    with pytest.raises(ResourceTimeoutError) as caught:
+        run_dataset(str(data), str(tmp_path / "out"), CFG, samples=1, metrics=(), progress=False,
+                    gpus_per_task=0.5, resource_timeout=1.0)
+    message = str(caught.value)
+    assert "\n" not in message and "within --resource-timeout 1 s" in message and "0.5 GPU" in message
+    assert not (tmp_path / "out" / "models").exists()  # nothing trained
+
+
 def test_a_rerun_skips_done_images_and_bad_input_but_retries_other_failures():
     from dataclasses import replace
 
@@ -374,7 +511,7 @@ def test_ray_job_submit_on_a_head_with_one_logical_gpu_packs_four_training_tasks
         submitted = subprocess.run(
             [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--", PYTHON, JOB, str(data),
              "--out", str(out), "-p", "test", "--set", "niter=20", "--samples", "0", "--gpus-per-task", "0.25",
-             "--quiet"],
+             "--pack", "1", "--quiet"],
             env=env, capture_output=True, text=True, timeout=600,
         )
         assert submitted.returncode == 0, (submitted.stdout + submitted.stderr)[-3000:]
