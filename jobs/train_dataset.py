@@ -18,6 +18,7 @@ import typer
 
 from pipeline import jobs
 from pipeline.cli_common import friendly_errors
+from pipeline.drive import RESOURCE_TIMEOUT_S
 from pipeline.options import (
     Address,
     CpusPerTask,
@@ -68,7 +69,7 @@ def main(
     gpus_per_task: GpusPerTask = None,
     address: Address = None,
     pack: Pack = None,
-    resource_timeout: ResourceTimeout = 300.0,
+    resource_timeout: ResourceTimeout = RESOURCE_TIMEOUT_S,
     demo: Annotated[
         bool, typer.Option("--demo", help=f"Run on the bundled example photos (quick preset, {jobs.DEMO_SAMPLES} "
                                           "samples).")

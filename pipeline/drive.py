@@ -25,6 +25,7 @@ from .submit import ImageJob, fetch, submit_pack
 from .tracking import Tracker, log_image
 
 FLUSH_SECONDS = 10.0  # the Parquet tables are rewritten at most this often while the job runs
+RESOURCE_TIMEOUT_S = 600.0  # --resource-timeout: a new cloud GPU node takes minutes (boot, image pull, setup)
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class ResourceTimeoutError(ValueError):
 
 
 def drive(triage: Triage, plan: Plan, units: list[Unit], *, tracker: Tracker, parent_id: str, board: Any,
-          window: int, progress: bool, resource_timeout: float = 300.0) -> Outcome:
+          window: int, progress: bool, resource_timeout: float = RESOURCE_TIMEOUT_S) -> Outcome:
     """The loop: keep up to `window` images in flight, collect finished ones, write now and then."""
     queue = list(reversed(units))
     names = {item.image_id: item.name for item in triage.todo}

@@ -22,6 +22,7 @@ from singan_core.devices import set_threads
 from .cli_common import fail, resolve_config
 from .cluster import connect
 from .compare import TOTAL, Variant, compare_runs, format_table, resolve_pair, total_summary
+from .drive import RESOURCE_TIMEOUT_S
 from .options import split_metrics
 from .plan import absolute, check_storage
 from .progress import counts_line
@@ -57,7 +58,7 @@ def train_dataset(
     demo: bool,
     quiet: bool,
     pack: int | None = None,
-    resource_timeout: float = 300.0,
+    resource_timeout: float = RESOURCE_TIMEOUT_S,
 ) -> int:
     """Train, sample and evaluate every image under INPUT (or the bundled photos with `demo`)."""
     if demo:

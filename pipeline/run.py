@@ -2,9 +2,10 @@
 
     summary = run_dataset("photos/", "results/", preset("quick"))
 
-For every image: training (one task, or five plus stitching with `highres=True`), then sampling in
-chunks and evaluation of each chunk, all chained by Ray object references so the driver only waits
-for results. When an image's tasks are all finished the driver logs its MLflow runs and queues its
+For every pack of same-shape images (packs.py; one image by default on the CPU): one training task
+(`highres=True`: per image the base alone and the quadrants as a pack, plus stitching); then per image
+sampling in chunks and evaluation of each chunk, all chained by Ray object references so the driver only
+waits for results. When an image's tasks are all finished the driver logs its MLflow runs and queues its
 rows; the Parquet tables are rewritten (atomically) every few seconds and at the end, Ctrl-C included.
 
 Where each step lives:
@@ -35,7 +36,7 @@ from singan_core.config import Config
 from . import results as rs
 from .cluster import addable_node_types, connect, live_nodes, plan_resources, slots
 from .dataset import discover_files, identify
-from .drive import Outcome, dedupe, drive
+from .drive import RESOURCE_TIMEOUT_S, Outcome, dedupe, drive
 from .lock import hold_output
 from .packs import make_units
 from .plan import (
@@ -52,8 +53,6 @@ from .plan import (
 from .progress import Counts, format_report, say
 from .tasks import ProgressBoard
 from .tracking import Tracker, default_tracking_uri, end_job_run, start_job_run
-
-RESOURCE_TIMEOUT_S = 300.0  # --resource-timeout: training tasks may wait this long with none running
 
 
 def run_dataset(

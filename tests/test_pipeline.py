@@ -191,7 +191,7 @@ def test_job_script_help_and_bad_input(tmp_path):
     assert shown.returncode == 0
     for option in ("--out", "--preset", "--set", "--highres", "--samples", "--scale-h", "--scale-v", "--metrics",
                    "--inception-weights", "--tracking-uri", "--experiment", "--cpus-per-task", "--gpus-per-task",
-                   "--address", "--seed", "--demo"):
+                   "--address", "--seed", "--demo", "--pack", "--resource-timeout"):
         assert option in shown.stdout
     bad = subprocess.run([PYTHON, JOB, str(tmp_path / "missing"), "--out", str(tmp_path / "out")],
                          capture_output=True, text=True)
