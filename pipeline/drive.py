@@ -4,9 +4,9 @@
 
 The images go in as training units (packs.py: the images of one training task). Each finished image is
 logged to MLflow (one nested run per variant) and its rows are queued; the Parquet tables are rewritten
-every FLUSH_SECONDS and at the end, Ctrl-C included. When no training task is running and some wait
-for longer than `resource_timeout` seconds (the cluster does not grant what they ask for), the job
-stops with ResourceTimeoutError.
+every FLUSH_SECONDS and at the end, Ctrl-C included. When training tasks wait for longer than
+`resource_timeout` seconds with none of them running and no task finishing (the cluster does not grant
+what they ask for), the job stops with ResourceTimeoutError.
 """
 
 from __future__ import annotations
@@ -69,13 +69,13 @@ def drive(triage: Triage, plan: Plan, units: list[Unit], *, tracker: Tracker, pa
             view.show(counts, running_text(_running_scales(board, active), names))
             if not in_flight:
                 continue
+            ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0.5)
             try:
-                waiting.check(_started(board), active)
+                waiting.check(_started(board), active, progressed=bool(ready))
             except ResourceTimeoutError:
                 for ref in in_flight:
                     ray.cancel(ref, force=False)
                 raise
-            ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0.5)
             for ref in ready:
                 job = in_flight.pop(ref)
                 job.results[ref] = fetch(ref)
@@ -104,17 +104,18 @@ def drive(triage: Triage, plan: Plan, units: list[Unit], *, tracker: Tracker, pa
 
 
 class Waiting:
-    """How long the training tasks in flight have waited with none of them running."""
+    """How long the training tasks in flight have waited with none of them running and no task finishing
+    (a training waiting behind other images' sampling tasks is not stuck)."""
 
     def __init__(self, timeout: float, plan: Plan) -> None:
         self.timeout, self.plan = timeout, plan
         self.since: float | None = None
 
-    def check(self, started: set[str] | None, active: list[ImageJob]) -> None:
-        """Raise ResourceTimeoutError when trainings wait and none has run for `timeout` seconds."""
-        waiting = [f"{job.item.image_id}/{v}" for job in active for v, ref in job.train.items()
-                   if ref not in job.results]
-        if started is None or not waiting or set(waiting) & started:
+    def check(self, started: set[str] | None, active: list[ImageJob], progressed: bool) -> None:
+        """Raise ResourceTimeoutError when trainings have waited `timeout` seconds with none running and no
+        task finishing (`progressed`: some task finished just now)."""
+        waiting = [key for job in active for key in job.training()]
+        if progressed or started is None or not waiting or set(waiting) & started:
             self.since = None
             return
         self.since = self.since if self.since is not None else time.monotonic()
@@ -144,5 +145,5 @@ def _running_scales(board: Any, active: list[ImageJob]) -> dict[str, tuple[int, 
         posted = ray.get(board.snapshot.remote(), timeout=2)
     except Exception:  # noqa: BLE001 - progress is best effort
         return {}
-    running = {f"{job.item.image_id}/{v}" for job in active for v, ref in job.train.items() if ref not in job.results}
+    running = {key for job in active for key in job.training()}
     return {k: v for k, v in posted.items() if k in running}

@@ -57,6 +57,10 @@ class ImageJob:
     set_eval: Any | None
     results: dict[Any, TaskResult] = field(default_factory=dict)  # ObjectRef -> result
 
+    def training(self) -> list[str]:
+        """The keys ("image_id/variant") of this image's trainings still running or waiting."""
+        return [f"{self.item.image_id}/{v}" for v, ref in self.train.items() if ref not in self.results]
+
     def refs(self) -> list[Any]:
         return [*self.train.values(), *self.samples, *self.evals, *([self.set_eval] if self.set_eval else [])]
 

@@ -61,6 +61,11 @@ class TrainSpec:
     threads: int = 1
     fault_exit_after_scale: int | None = None
 
+    @property
+    def key(self) -> str:
+        """The training's name on the progress board and in pack ids: "image_id/variant"."""
+        return f"{self.image_id}/{self.variant}"
+
 
 @dataclass(frozen=True)
 class SampleSpec:
@@ -232,9 +237,9 @@ def train_pack_variants(specs: Sequence[TrainSpec], board: Any = None) -> list[T
     set_threads(specs[0].threads)
     started = now()
     if board is not None:
-        board.start.remote([f"{s.image_id}/{s.variant}" for s in specs])
+        board.start.remote([s.key for s in specs])
     device = task_device()
-    name = pack_id([f"{s.image_id}/{s.variant}" for s in specs])
+    name = pack_id([s.key for s in specs])
     rows = [{"image_id": s.image_id, "variant": s.variant, "source_uri": s.image_url, "host": socket.gethostname(),
              "start_time": started, "model_url": s.model_url, "device": device, "pack_id": name} for s in specs]
     results: list[Trained | None] = [None] * len(specs)
@@ -261,7 +266,7 @@ def _train_group(members: list[tuple[int, torch.Tensor, Config, int]], specs: li
                  rows: list[dict[str, Any]], results: list[Trained | None], device: str, board: Any) -> None:
     """Train one pack of same-shape pyramids and fill in the members' rows and results."""
     cfg = members[0][2]
-    on_stage = _stage_callback([f"{s.image_id}/{s.variant}" for s in specs], board, specs[0].fault_exit_after_scale)
+    on_stage = _stage_callback([s.key for s in specs], board, specs[0].fault_exit_after_scale)
     try:
         models = train_pack([image for _, image, _, _ in members], cfg, outs=[s.model_url for s in specs],
                             device=device, progress=False, on_stage=on_stage)
