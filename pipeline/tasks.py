@@ -4,16 +4,20 @@ Each function takes URLs and small specs (never tensors), writes its outputs to 
 and returns a small typed result (`Trained`, `ChunkResult`) holding rows for the Parquet tables.
 The driver chains them:
 
-    train_variant ─┬─> sample_chunk ──> evaluate_chunk      (one chain per chunk of samples)
-                   └─> ...           ──> evaluate_set       (diversity over all the samples)
+    train_pack_variants ─┬─> sample_chunk ──> evaluate_chunk   (per image: one chain per chunk of samples)
+    (K images: K results) └─> ...          ──> evaluate_set    (diversity over all the image's samples)
 
-High-Res mode: five train_variant calls (base, q0..q3) feed each stitch_chunk instead of sample_chunk.
+A training task trains the K pyramids of its pack together (singan_core.train_pack) and returns one
+result per pyramid (Ray's num_returns=K: one object reference each, so each image's chain waits on its own).
+`train_variant` is the pack of one. High-Res mode: the base pyramid alone and the quadrants q0..q3 as a
+pack feed each stitch_chunk instead of sample_chunk.
 
-Training saves a checkpoint after every scale (singan_core.train(out=...)); when Ray retries a task whose
-worker died, the new attempt resumes from the last finished scale.
+Training saves a checkpoint of every pyramid after every scale (train_pack(outs=...)); when Ray retries a
+task whose worker died, the new attempt (same specs, so the same folders) resumes the pack from the last
+scale all its pyramids finished.
 
 Fault injection (for tests and drills): with the environment variable SINGAN_FAULT_EXIT_AFTER_SCALE=k
-set in the driver's environment, every training task kills its own process right after finishing
+set in the driver's environment, every training task kills its own process right after its pack finished
 scale k (0 = coarsest). The retry resumes after scale k, so each task dies once.
 """
 
