@@ -174,6 +174,20 @@ def test_job_with_an_address_that_does_not_answer_is_one_error_line(ray_tmp, tmp
     assert not (tmp_path / "out").exists()  # nothing written
 
 
+def test_a_job_whose_tasks_are_never_given_their_gpus_stops_with_one_error_line(ray_tmp, tmp_path):
+    """--gpus-per-task on a private Ray without GPUs (and no autoscaler): the tasks would wait forever; the job
+    stops after --resource-timeout with one line and exit code 1, its lock released."""
+    root, _ = ray_tmp
+    data = one_image_folder(tmp_path / "data")
+    done = subprocess.run(job_args(data, tmp_path / "out", "--address", "local", "--gpus-per-task", "0.5",
+                                   "--resource-timeout", "2", "--quiet"),
+                          env=job_env(root), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    lines = [line for line in error_lines(done.stderr) if line.startswith("error:")]
+    assert lines == [error_lines(done.stderr)[-1]] and "within --resource-timeout 2 s" in lines[0], done.stderr
+    assert not (tmp_path / "out" / "models").exists() and not (tmp_path / "out" / LOCK_NAME).exists()
+
+
 def test_ctrl_c_while_the_job_checks_the_cluster_stops_it(ray_tmp, tmp_path):
     """Ctrl-C in start-up: the job waits for a head on record that never answers; SIGINT stops it at once."""
     root, record = ray_tmp
