@@ -174,18 +174,44 @@ def live_nodes() -> list[dict[str, float]]:
     return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
 
 
-def addable_node_types() -> list[dict[str, float]]:
-    """The resources of the node types the cluster's autoscaler may still start (its cluster config, e.g. the
-    `available_node_types` of cluster.yaml, as the autoscaler reports it to Ray); [] without an autoscaler."""
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # the cluster launcher's config, written on the head by `ray up`
+MAX_NODES_COUNTED = 100  # per node type, in the window's count of task slots
+
+
+def addable_node_types(bootstrap: str = BOOTSTRAP_CONFIG) -> list[dict[str, float]]:
+    """The resources of the worker nodes the cluster's autoscaler may start, one entry per node (a node type
+    up to its maximum count); [] without an autoscaler. From the cluster config the autoscaler reports to
+    Ray (what Ray Data and Ray Train read), else from the launcher's config on the head (`bootstrap`: the
+    `available_node_types` of cluster.yaml, the job's driver running on the head under `ray job submit`)."""
     try:
         from ray._private.state import state
 
         config = state.get_cluster_config()
-    except Exception:  # noqa: BLE001 - a Ray Client connection or an older GCS: no autoscaler to ask
+    except Exception:  # noqa: BLE001 - a Ray Client connection or an older GCS: no such report
+        config = None
+    if config is not None and config.node_group_configs:
+        return [dict(group.resources) for group in config.node_group_configs
+                for _ in range(_count(group.max_count))]
+    return _launcher_node_types(os.path.expanduser(bootstrap))
+
+
+def _launcher_node_types(path: str) -> list[dict[str, float]]:
+    import yaml
+
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
         return []
-    if config is None:
-        return []
-    return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+    head = config.get("head_node_type")
+    types = config.get("available_node_types") or {}
+    return [{k: float(v) for k, v in (spec.get("resources") or {}).items()}
+            for name, spec in types.items() if name != head for _ in range(_count(spec.get("max_workers", 0)))]
+
+
+def _count(max_count: int) -> int:
+    """Nodes of a type counted: its maximum (-1, no maximum: one), at most MAX_NODES_COUNTED."""
+    return 1 if max_count < 0 else min(int(max_count), MAX_NODES_COUNTED)
 
 
 def plan_resources(nodes: Sequence[dict[str, float]], num_cpus: int, gpus_per_task: float | None,

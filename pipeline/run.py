@@ -114,8 +114,8 @@ def run_dataset(
         joined = connect(address)
         board = None
         try:
-            nodes = live_nodes()
-            res = plan_resources(nodes, num_cpus_per_task, gpus_per_task, addable_node_types())
+            nodes, node_types = live_nodes(), addable_node_types()
+            res = plan_resources(nodes, num_cpus_per_task, gpus_per_task, node_types)
             plan = replace(plan, resources=res)
             units = make_units(triage.todo, config, pack=pack, gpus=res.num_gpus, highres=highres)
             per_task = max(len(unit.items) for unit in units)
@@ -128,7 +128,7 @@ def run_dataset(
             board = ProgressBoard.remote()
             try:
                 outcome = drive(triage, plan, units, tracker=tracker, parent_id=parent_id, board=board,
-                                window=(2 * slots(nodes, res) + 2) * per_task, progress=progress,
+                                window=(2 * slots([*nodes, *node_types], res) + 2) * per_task, progress=progress,
                                 resource_timeout=resource_timeout)
             except BaseException:
                 tracker.end_run(parent_id, "FAILED")

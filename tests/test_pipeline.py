@@ -137,10 +137,16 @@ def test_gpus_are_asked_for_where_the_autoscaler_can_add_them_and_dropped_where_
         plan_resources([head], 8, None, node_types=[gpu_type, cpu_type])
 
 
-def test_the_node_types_come_from_the_autoscalers_cluster_config(local_ray):
-    from pipeline.cluster import addable_node_types
+def test_the_node_types_come_from_the_autoscaler_or_the_launchers_config_on_the_head(local_ray, tmp_path):
+    from pipeline.cluster import addable_node_types, slots
 
-    assert addable_node_types() == []  # a local Ray has no autoscaler: nothing can be added
+    assert addable_node_types(bootstrap=str(tmp_path / "none.yaml")) == []  # a local Ray: nothing can be added
+    # On a `ray up cluster.yaml` head (the launcher's copy of cluster.yaml): 8 GPU workers may be added.
+    workers = addable_node_types(bootstrap=str(REPO / "cluster.yaml"))
+    assert workers == [{"CPU": 4.0, "GPU": 1.0}] * 8
+    head = {"CPU": 2.0, "GPU": 0.0}
+    res = plan_resources([head], 1, None, workers)
+    assert res.num_gpus == 0.25 and slots([head, *workers], res) == 32  # the window counts what may be added
 
 
 def test_packs_group_images_by_training_shape_and_leave_bad_input_alone(tmp_path):
