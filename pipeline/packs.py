@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from singan_core.config import Config
@@ -25,6 +26,7 @@ from .dataset import ImageItem
 
 Shapes = tuple[tuple[int, int], ...]
 
+HEADER_THREADS = 16  # headers read at once by the driver
 PACK_MAX = 16  # the default never packs more (the largest K benchmarks/pack_throughput.py was run with)
 GPU_MEMORY_GB = 24.0  # assumed memory of one GPU: the A10G of cluster.yaml's worker.gpu (Ray does not report it)
 MEMORY_USE = 0.75  # share of a task's part of that memory the pack may fill (the rest: CUDA context, allocator)
@@ -94,10 +96,11 @@ def make_packs(items: Sequence[ImageItem], cfg: Config, pack: int | None, gpus: 
     """
     if pack == 1 or (pack is None and gpus == 0):
         return [[item] for item in items]
+    with ThreadPoolExecutor(HEADER_THREADS) as pool:  # object stores: one small read each, latency-bound
+        all_shapes = list(pool.map(lambda item: _shapes_or_none(item, cfg), items))
     units: list[list[ImageItem]] = []
     open_packs: dict[Shapes, tuple[list[ImageItem], int]] = {}  # shapes -> the pack being filled, its K
-    for item in items:
-        shapes = _shapes_or_none(item, cfg)
+    for item, shapes in zip(items, all_shapes, strict=True):
         if shapes is None:
             units.append([item])
             continue
