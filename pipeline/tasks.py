@@ -31,7 +31,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import fsspec
 import ray
@@ -247,7 +247,7 @@ def train_pack_variants(specs: Sequence[TrainSpec], board: Any = None) -> list[T
     rows = [{"image_id": s.image_id, "variant": s.variant, "source_uri": s.image_url, "host": socket.gethostname(),
              "start_time": started, "model_url": s.model_url, "device": device, "pack_id": name} for s in specs]
     results: list[Trained | None] = [None] * len(specs)
-    groups: dict[tuple[Any, ...], list[tuple[int, torch.Tensor, Config, int]]] = {}
+    groups: dict[tuple[Any, ...], list[_Member]] = {}
     for i, spec in enumerate(specs):
         try:
             resumed, note = finished_scales(spec.model_url)
@@ -255,31 +255,42 @@ def train_pack_variants(specs: Sequence[TrainSpec], board: Any = None) -> list[T
                 rows[i]["note"] = note
                 logging.getLogger(__name__).warning("%s (%s): %s", spec.image_url, spec.variant, note)
             image, cfg, (rows[i]["orig_height"], rows[i]["orig_width"]) = _prepared(spec)
-            groups.setdefault((cfg.hash(), tuple(image.shape)), []).append((i, image, cfg, resumed))
+            groups.setdefault((cfg.hash(), tuple(image.shape)), []).append(_Member(i, image, cfg, resumed))
         except Exception as e:  # noqa: BLE001 - one bad image must never stop the job
             results[i] = _failed(rows[i], e)
     for j, members in enumerate(groups.values()):
         if len(groups) > 1:
-            for i, *_ in members:
-                rows[i]["pack_id"] = f"{name}.{j}"
-        _train_group(members, [specs[i] for i, *_ in members], rows, results, device, board)
+            for m in members:
+                rows[m.index]["pack_id"] = f"{name}.{j}"
+        _train_group(members, [specs[m.index] for m in members], rows, results, device, board)
     return [r if r is not None else Trained(rows[i]) for i, r in enumerate(results)]
 
 
-def _train_group(members: list[tuple[int, torch.Tensor, Config, int]], specs: list[TrainSpec],
+class _Member(NamedTuple):
+    """A pyramid of a task's pack, ready to train: its place in the task's specs, x_0 before the max_size
+    rule, its config, and the scales its checkpoint holds."""
+
+    index: int
+    image: torch.Tensor
+    cfg: Config
+    resumed: int
+
+
+def _train_group(members: list[_Member], specs: list[TrainSpec],
                  rows: list[dict[str, Any]], results: list[Trained | None], device: str, board: Any) -> None:
     """Train one pack of same-shape pyramids and fill in the members' rows and results."""
-    cfg = members[0][2]
+    cfg = members[0].cfg
     on_stage = _stage_callback([s.key for s in specs], board, specs[0].fault_exit_after_scale)
     try:
-        models = train_pack([image for _, image, _, _ in members], cfg, outs=[s.model_url for s in specs],
+        models = train_pack([m.image for m in members], cfg, outs=[s.model_url for s in specs],
                             device=device, progress=False, on_stage=on_stage)
     except Exception as e:  # noqa: BLE001
-        for i, *_ in members:
-            results[i] = _failed(rows[i], e)
+        for m in members:
+            results[m.index] = _failed(rows[m.index], e)
         return
-    for (i, _, _, resumed), spec, model in zip(members, specs, models, strict=True):
-        row = rows[i]
+    resumed = min(m.resumed for m in members)  # the pack resumes from the last scale all its pyramids finished
+    for m, spec, model in zip(members, specs, models, strict=True):
+        row = rows[m.index]
         try:
             stages = model.report.get("stages", [])
             write_bytes(spec.plot_url, loss_curves_png(stages, f"{os.path.basename(spec.image_url)} ({spec.variant})"))
@@ -288,9 +299,9 @@ def _train_group(members: list[tuple[int, torch.Tensor, Config, int]], specs: li
             row.update(status="ok", model_uri=spec.model_url, plot_uri=spec.plot_url, resumed_from_scale=resumed,
                        pack_size=k, pack_seconds=row["total_seconds"] * k,
                        stages=[{key: v for key, v in s.items() if key != "curve"} for s in stages])
-            results[i] = Trained({**row, "end_time": now()}, cfg)
+            results[m.index] = Trained({**row, "end_time": now()}, cfg)
         except Exception as e:  # noqa: BLE001
-            results[i] = _failed(row, e)
+            results[m.index] = _failed(row, e)
 
 
 def _failed(row: dict[str, Any], error: Exception) -> Trained:
