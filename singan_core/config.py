@@ -27,7 +27,8 @@ CHOICES = {
 }
 # Fields added after the first release enter the config hash only when they differ from their default, so the
 # hash of a config that does not use them (and so every saved model and cache key) stays what it was.
-HASHED_WHEN_SET = ("rec_noise", "noise_draw", "g_input", "upsample", "bias_init")
+HASHED_WHEN_SET = ("rec_noise", "noise_draw", "g_input", "upsample", "bias_init", "gp_every",
+                   "early_stop_patience", "early_stop_tol", "concurrent_stages", "concurrent_lr_scale")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,12 @@ class Config:
     lr_gamma: float = 0.1
     dsteps: int = 3
     gsteps: int = 3
+    # speed levers (issue 12); each default is the paper's
+    gp_every: int = 1  # lazy regularization (StyleGAN2): the penalty on every gp_every-th D step, weight x gp_every
+    early_stop_patience: int = 0  # 0: off; else a scale stops when its losses stopped moving: the means of
+    early_stop_tol: float = 0.01  # two successive windows of early_stop_patience iterations within this fraction
+    concurrent_stages: int = 1  # ConSinGAN: train G_n together with the J - 1 coarser generators
+    concurrent_lr_scale: float = 0.1  # ... those at lr x this factor
     # epoch decay (High-Res-SinGAN): scale k (0 = coarsest) trains niter * max(1 - k * rate, floor)
     epoch_decay: bool = False
     epoch_decay_rate: float = 0.1
@@ -87,9 +94,13 @@ class Config:
             raise ValueError(f"min_size ({self.min_size}) is below the receptive field ({self.receptive_field})")
         if self.max_size < self.min_size:
             raise ValueError(f"max_size ({self.max_size}) is below min_size ({self.min_size})")
-        for name in ("niter", "dsteps", "gsteps", "num_layer", "nfc", "prefetch"):
+        for name in ("niter", "dsteps", "gsteps", "num_layer", "nfc", "prefetch", "gp_every", "concurrent_stages"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.early_stop_patience < 0 or self.early_stop_tol < 0:
+            raise ValueError("early_stop_patience and early_stop_tol must not be negative")
+        if self.concurrent_lr_scale <= 0:
+            raise ValueError(f"concurrent_lr_scale must be positive, got {self.concurrent_lr_scale}")
 
     @property
     def receptive_field(self) -> int:

@@ -128,7 +128,51 @@ def _new_networks(k: int, real: torch.Tensor, cfg: Config, init: Sequence[Stage]
         G.pad_value.fill_(border_mean(x) if cfg.padding == "constant" else 0.0)
         Gs.append(G)
         Ds.append(D)
-    return pack(Gs).to(device).train(), pack(Ds).to(device).train()
+    # A pack keeps one BatchNorm step count (image 0's); images that stopped early at a coarser scale start
+    # from other counts: each image's offset from image 0's, added back when the pack is unpacked.
+    offsets = [[a - b for a, b in zip(bn_counts(G) + bn_counts(D), bn_counts(Gs[0]) + bn_counts(Ds[0]), strict=True)]
+               for G, D in zip(Gs, Ds, strict=True)]
+    return pack(Gs).to(device).train(), pack(Ds).to(device).train(), offsets
+
+
+def bn_counts(net: torch.nn.Module) -> list[int]:
+    """num_batches_tracked of every BatchNorm of net, in order (only counted: momentum is fixed)."""
+    return [int(m.num_batches_tracked) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def add_bn_counts(nets: Sequence[torch.nn.Module], offsets: list[int]) -> None:
+    bns = [m for net in nets for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m, offset in zip(bns, offsets, strict=True):
+        m.num_batches_tracked += offset
+
+
+class EarlyStop:
+    """Stops a scale when its losses stopped moving: after every window of `patience` iterations, the
+    window's mean adversarial and reconstruction losses (the last G step of each iteration) are compared
+    with the previous window's; image j stops when both moved by at most `tol` x the previous window's
+    mean absolute value. Per image: in a pack each image stops when it would alone."""
+
+    def __init__(self, patience: int, tol: float, images: int) -> None:
+        self.patience, self.tol, self.count = patience, tol, 0
+        self.sums = torch.zeros(2, images)  # this window's sums of loss_adv, loss_rec
+        self.abs_sums = torch.zeros(2, images)
+        self.previous: tuple[torch.Tensor, torch.Tensor] | None = None  # the last window's means, mean |.|
+
+    def update(self, loss_adv: torch.Tensor, loss_rec: torch.Tensor) -> list[int]:
+        """Add one iteration's [K] losses; returns the images whose losses stopped moving (at a window's end)."""
+        values = torch.stack([loss_adv, loss_rec]).float().cpu()
+        self.sums += values
+        self.abs_sums += values.abs()
+        self.count += 1
+        if self.count < self.patience:
+            return []
+        means, abs_means = self.sums / self.count, self.abs_sums / self.count
+        self.sums, self.abs_sums, self.count = torch.zeros_like(self.sums), torch.zeros_like(self.sums), 0
+        previous, self.previous = self.previous, (means, abs_means)
+        if previous is None:
+            return []
+        still = ((means - previous[0]).abs() <= self.tol * previous[1]).all(0)
+        return [j for j, s in enumerate(still.tolist()) if s]
 
 
 # ---------------------------------------------------------------------------- one scale
@@ -160,7 +204,7 @@ def train_stage(
     M, K, shape = real.shape[0], real.shape[1] // 3, tuple(real.shape[-2:])
     if K > 1 and M > 1:
         raise ValueError("a pack holds one image per pyramid: a DoubleGAN (several images) trains alone")
-    G, D = _new_networks(k, real, cfg, init, device)
+    G, D, bn_offsets = _new_networks(k, real, cfg, init, device)
 
     def for_each_image(x: torch.Tensor) -> torch.Tensor:  # one draw [B, 3, h, w], the same for all K
         return x if K == 1 else x.repeat(1, K, 1, 1)
@@ -215,6 +259,9 @@ def train_stage(
     def draw_z() -> torch.Tensor:  # noise_amp_n * z_n for one step
         return amp * for_each_image(stage_noise(k, 1, shape, device))
 
+    d_step = gp_evaluations = 0
+    stopper = EarlyStop(cfg.early_stop_patience, cfg.early_stop_tol, K)
+    finished: dict[int, tuple[Generator, Discriminator, int]] = {}  # image -> its G_n, D_n when it stopped early
     for it in bar:
         if redraw_z_star:  # the authors' code: z* redrawn every iteration, the last draw kept
             z_star = rec_noise = for_each_image(coarsest_noise(M, shape, device))
@@ -227,8 +274,11 @@ def train_stage(
             with torch.no_grad():
                 fake = G(z, prev)
             # separate passes: batching x_n, fake and interpolate would triple the GP's double backward
-            loss_d = (-per_image_mean(D(x), K) + per_image_mean(D(fake), K)
-                      + gradient_penalty(D, x, fake, cfg.gp_weight))
+            loss_d = -per_image_mean(D(x), K) + per_image_mean(D(fake), K)
+            if d_step % cfg.gp_every == 0:  # lazy regularization: every gp_every-th step, weight x gp_every
+                loss_d = loss_d + gradient_penalty(D, x, fake, cfg.gp_weight * cfg.gp_every)
+                gp_evaluations += 1
+            d_step += 1
             opt_d.zero_grad(set_to_none=True)
             loss_d.sum().backward()  # the images' losses are independent: each gets its own gradients
             opt_d.step()
@@ -254,15 +304,28 @@ def train_stage(
         if dsteps:
             sched_d.step()
         sched_g.step()
-        if it % every == 0 or it == iters - 1:
+        stopped = stopper.update(loss_adv.detach(), loss_rec.detach()) if stopper.patience else []
+        if it % every == 0 or it == iters - 1 or stopped:
             losses = [loss_d.tolist(), loss_adv.tolist(), loss_rec.tolist()]
             for j, curve in enumerate(curves):
-                curve.append([it, *(values[j] for values in losses)])
+                if j not in finished and (it % every == 0 or it == iters - 1 or j in stopped):
+                    curve.append([it, *(values[j] for values in losses)])
             bar.set_postfix(D=f"{sum(losses[0]) / K:.3f}", G=f"{sum(losses[1]) / K:.3f}",
                             rec=f"{sum(losses[2]) / K:.4f}")
+        for j in stopped:  # in a pack the others go on; image j keeps the networks it had here
+            if j not in finished:
+                Gj, Dj = (unpack(copy.deepcopy(net))[j] for net in (G, D))
+                finished[j] = (Gj, Dj, it + 1)
+        if len(finished) == K:
+            break
     bar.close()
 
     Gs, Ds = unpack(G.eval().requires_grad_(False)), unpack(D.eval().requires_grad_(False))
+    ran = [iters] * K
+    for j, (Gj, Dj, n) in finished.items():
+        Gs[j], Ds[j], ran[j] = Gj.eval().requires_grad_(False), Dj.eval().requires_grad_(False), n
+    for j in range(1, K):
+        add_bn_counts([Gs[j], Ds[j]], bn_offsets[j])
     seconds = time.perf_counter() - t0
     stages, reports = [], []
     for j in range(K):
@@ -273,7 +336,9 @@ def train_stage(
             "shape": list(shape),
             "channels": cfg.channels(k),
             "noise_amp": noise_amp[j],
-            "iterations": iters,
+            "iterations": ran[j],  # what the scale ran: fewer than planned_iterations when it stopped early
+            "planned_iterations": iters,
+            "gp_evaluations": gp_evaluations,  # D steps on which the gradient penalty was evaluated
             "seconds": seconds / K,  # the pack's time, shared equally
             "loss_d": curves[j][-1][1],
             "loss_adv": curves[j][-1][2],
