@@ -101,6 +101,8 @@ class Config:
             raise ValueError("early_stop_patience and early_stop_tol must not be negative")
         if self.concurrent_lr_scale <= 0:
             raise ValueError(f"concurrent_lr_scale must be positive, got {self.concurrent_lr_scale}")
+        if self.concurrent_stages > 1 and self.upsample == "uint8":
+            raise ValueError("concurrent_stages > 1 needs upsample=float: the 8-bit truncation passes no gradient")
 
     @property
     def receptive_field(self) -> int:

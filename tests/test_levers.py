@@ -55,3 +55,55 @@ def test_early_stop_records_the_iterations_each_scale_ran():
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)
+
+
+def test_concurrent_stages_update_only_their_window_and_resume(tmp_path):
+    cfg = CFG.replace(niter=6, concurrent_stages=2, concurrent_lr_scale=0.5)
+    out = str(tmp_path / "m")
+    checkpoints: list[SinGAN] = []
+    model = _trained(cfg, out=out, on_stage=lambda r: checkpoints.append(SinGAN.load(out, "cpu")))
+    n = model.num_stages
+    assert n >= 3
+    assert [s["trained_stages"] for s in model.report["stages"]] == [[0]] + [[k - 1, k] for k in range(1, n)]
+
+    def weights(m: SinGAN, k: int) -> dict:
+        return m.stages[k].generator.state_dict()
+
+    for k in range(1, n):  # scale k changed G of stage k-1 and left every coarser one as it was
+        before, after = checkpoints[k - 1], checkpoints[k]
+        assert any(not torch.equal(a, b) for a, b in zip(weights(before, k - 1).values(),
+                                                         weights(after, k - 1).values(), strict=True))
+        for j in range(k - 1):
+            assert all(torch.equal(a, b) for a, b in zip(weights(before, j).values(),
+                                                         weights(after, j).values(), strict=True))
+    # only D_n trains: the window's discriminators and sigma_n stay those of their own scale
+    for k in range(1, n):
+        for j in range(k):
+            assert checkpoints[k].stages[j].noise_amp == checkpoints[j].stages[j].noise_amp
+            assert all(torch.equal(a, b) for a, b in zip(checkpoints[k].stages[j].discriminator.state_dict().values(),
+                                                         checkpoints[j].stages[j].discriminator.state_dict().values(),
+                                                         strict=True))
+
+    # resume: killed after scale 1, a restart continues from scale 2 and ends with the same model
+    class KilledError(Exception):
+        pass
+
+    def kill_after_scale_1(report: dict) -> None:
+        if report["stage"] == 1:
+            raise KilledError
+
+    resumed_out = str(tmp_path / "r")
+    with pytest.raises(KilledError):
+        _trained(cfg, out=resumed_out, on_stage=kill_after_scale_1)
+    seen: list[int] = []
+    resumed = _trained(cfg, out=resumed_out, on_stage=lambda r: seen.append(r["stage"]))
+    assert seen == list(range(2, n))
+    for k in range(n):
+        for a, b in zip(weights(resumed, k).values(), weights(model, k).values(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    torch.testing.assert_close(resumed.sample(2, seed=0), model.sample(2, seed=0), rtol=0, atol=1e-4)
+
+
+def test_concurrent_stages_refuse_uint8_upsampling():
+    with pytest.raises(ValueError, match="upsample=float"):
+        CFG.replace(concurrent_stages=2, upsample="uint8")

@@ -55,8 +55,8 @@ def finetune_on_quantized(
     cuda = [model.device.index or 0] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):  # leave the caller's random state alone
         torch.manual_seed(seed)
-        (stage,), _, _ = train_stage(k, model.reals, [coarser], cfg, [model.stages[k]], model.device, progress,
-                                     prev_transform=lambda prev: map_to_colours(prev, centres))
+        (stage,), _, _, _ = train_stage(k, model.reals, [coarser], cfg, [model.stages[k]], model.device, progress,
+                                        prev_transform=lambda prev: map_to_colours(prev, centres))
     stages = [*model.stages[:k], stage, *model.stages[k + 1 :]]
     return SinGAN(model.config, stages, model.z_star, model.reals, model.scale_factor, model.report, model.meta)
 
