@@ -107,7 +107,8 @@ def engine_epoch_seconds(k, reals, coarser, cfg, epochs: int) -> float:
     def run(n: int) -> float:
         torch.manual_seed(0)
         t = clock()
-        train_stage(k, reals, [coarser] if coarser else [], cfg.replace(niter=n), [], DEVICE, progress=False)
+        steady = cfg.replace(niter=n, epoch_decay=False, early_stop_patience=0)  # exactly n epochs
+        train_stage(k, reals, [coarser] if coarser else [], steady, [], DEVICE, progress=False)
         return clock() - t
 
     run(2)  # warm-up: oneDNN builds its kernels for these shapes on first use
