@@ -219,6 +219,7 @@ def train_stage(
     def fed(prev: torch.Tensor, noises: list[torch.Tensor]) -> torch.Tensor:  # up(x~_{n+1}) through the window
         x = window(prev, noises)
         return x if prev_transform is None or not window.stages else prev_transform(x)
+
     pick = (lambda: int(torch.randint(M, ()))) if M > 1 else (lambda: 0)
     curves: list[list[list[float]]] = [[] for _ in range(K)]
     every = max(1, iters // 200)
@@ -233,8 +234,8 @@ def train_stage(
 
     d_step = gp_evaluations = 0
     stopper = EarlyStop(cfg.early_stop_patience, cfg.early_stop_tol, K)
-    # image -> its G_n, D_n, window generators and iterations when it stopped early
-    finished: dict[int, tuple[Generator, Discriminator, list, int]] = {}
+    # image -> its G_n, D_n, window generators, iterations and penalty evaluations when it stopped early
+    finished: dict[int, tuple[Generator, Discriminator, list, int, int]] = {}
     for it in bar:
         if redraw_z_star:  # the authors' code: z* redrawn every iteration, the last draw kept
             z_star = rec_noise = for_each_image(coarsest_noise(M, shape, device))
@@ -292,15 +293,15 @@ def train_stage(
         for j in stopped:  # in a pack the others go on; image j keeps the networks it had here
             if j not in finished:
                 Gj, Dj = (unpack_counted(copy.deepcopy(net), offsets)[j] for net, offsets in nets_offsets)
-                finished[j] = (Gj, Dj, window.snapshot(j), it + 1)
+                finished[j] = (Gj, Dj, window.snapshot(j), it + 1, gp_evaluations)
         if len(finished) == K:
             break
     bar.close()
 
     Gs, Ds = (unpack_counted(net.eval().requires_grad_(False), offsets) for net, offsets in nets_offsets)
-    ran = [iters] * K
-    for j, (Gj, Dj, _, n) in finished.items():
-        Gs[j], Ds[j], ran[j] = Gj.eval().requires_grad_(False), Dj.eval().requires_grad_(False), n
+    ran, penalties = [iters] * K, [gp_evaluations] * K
+    for j, (Gj, Dj, _, n, p) in finished.items():
+        Gs[j], Ds[j], ran[j], penalties[j] = Gj.eval().requires_grad_(False), Dj.eval().requires_grad_(False), n, p
     retrained = window.finish({j: f[2] for j, f in finished.items()})
     seconds = time.perf_counter() - t0
     stages, reports = [], []
@@ -314,7 +315,7 @@ def train_stage(
             "noise_amp": noise_amp[j],
             "iterations": ran[j],  # what the scale ran: fewer than planned_iterations when it stopped early
             "planned_iterations": iters,
-            "gp_evaluations": gp_evaluations,  # D steps on which the gradient penalty was evaluated
+            "gp_evaluations": penalties[j],  # D steps on which the gradient penalty was evaluated
             "trained_stages": [*window.stages, k],  # the generators this scale updated (ConSinGAN: a window)
             "seconds": seconds / K,  # the pack's time, shared equally
             "loss_d": curves[j][-1][1],

@@ -107,3 +107,24 @@ def test_concurrent_stages_update_only_their_window_and_resume(tmp_path):
 def test_concurrent_stages_refuse_uint8_upsampling():
     with pytest.raises(ValueError, match="upsample=float"):
         CFG.replace(concurrent_stages=2, upsample="uint8")
+
+
+def test_the_fast_candidate_trains_from_the_cli_and_records_its_levers(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    from .conftest import write_png
+
+    fast = preset("fast")
+    assert fast.hash() != preset("paper").hash() and fast.max_size == preset("paper").max_size
+    image = write_png(tmp_path / "img.png", synthetic_image(36, 40, seed=3))
+    args = ["train", image, "--out", str(tmp_path / "m"), "--preset", "fast", "--set", "max_size=32",
+            "--set", "min_size=16", "--set", "niter=10", "--set", "nfc=8", "--set", "nfc_max=8", "-q"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    model = SinGAN.load(str(tmp_path / "m"), "cpu")
+    stages = model.report["stages"]
+    assert [s["iterations"] for s in stages] == [model.config.iterations(k) for k in range(len(stages))]
+    assert [s["trained_stages"] for s in stages][1:] == [[k - 1, k] for k in range(1, len(stages))]
+    assert all(s["gp_evaluations"] == -(-s["iterations"] * fast.dsteps // fast.gp_every) for s in stages)

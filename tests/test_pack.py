@@ -66,8 +66,9 @@ def test_a_pack_trains_each_image_as_if_alone(variant, device, float64):
     for i, x in enumerate(images()):
         alone = train(x, cfg, device=device, progress=False)
         assert_same_model(packed[i], alone)
-        assert [s["iterations"] for s in packed[i].report["stages"]] == \
-            [s["iterations"] for s in alone.report["stages"]]
+        recorded = ("iterations", "gp_evaluations", "trained_stages")
+        assert [[s[key] for key in recorded] for s in packed[i].report["stages"]] == \
+            [[s[key] for key in recorded] for s in alone.report["stages"]]
     if variant in ("levers", "concurrent"):  # the images did stop at different iterations
         assert len({tuple(s["iterations"] for s in m.report["stages"]) for m in packed}) > 1
     # different images really gave different models (the pack did not train one image three times)

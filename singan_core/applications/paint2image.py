@@ -50,7 +50,8 @@ def finetune_on_quantized(
     if iterations < 1:
         raise ValueError(f"fine-tune iterations must be at least 1, got {iterations}")
     k = start_scale
-    cfg = model.config.replace(niter=iterations, epoch_decay=False)
+    # G_K alone, for exactly `iterations` (a model trained with the speed levers fine-tunes without them)
+    cfg = model.config.replace(niter=iterations, epoch_decay=False, concurrent_stages=1, early_stop_patience=0)
     coarser = SinGAN(model.config, model.stages[:k], model.z_star, model.reals[:k], model.scale_factor)
     cuda = [model.device.index or 0] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):  # leave the caller's random state alone
