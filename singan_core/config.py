@@ -197,7 +197,9 @@ PRESETS: dict[str, Config] = {
     # unmeasured): the paper's model with a quarter of the iterations (High-Res-SinGAN's epoch decay on top), 2 D
     # steps and 1 G step (IMA206), the gradient penalty on every 4th D step (lazy, StyleGAN2), a scale stopped early
     # when its losses stopped moving, and G_{n+1} trained with G_n at lr x 0.1 (ConSinGAN). Built on `paper`, so it
-    # follows the paper preset's settled choices.
+    # follows the paper preset's settled choices. Time, an ESTIMATE (not run end to end): ~35x less than `paper`,
+    # so a 250 px pyramid in ~35 min on one thread (paper: 20 h), before any early stop; from seconds per iteration
+    # of both presets measured back to back at scales 4-8 of birds.png (1 thread, loaded machine), times iterations.
     "fast": _PAPER.replace(niter=500, dsteps=2, gsteps=1, gp_every=4, epoch_decay=True, early_stop_patience=100,
                              early_stop_tol=0.02, concurrent_stages=2),
     # seconds on a tiny image, for tests
