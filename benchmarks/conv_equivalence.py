@@ -26,7 +26,7 @@ from singan_core.train import prepare_reals, train_stage
 def first_step(image: torch.Tensor, cfg) -> list[float]:
     reals, _ = prepare_reals([image], cfg)
     torch.manual_seed(0)
-    _, _, (report,) = train_stage(0, reals, [], cfg.replace(niter=1), [], torch.device("cpu"), progress=False)
+    _, _, (report,), _ = train_stage(0, reals, [], cfg.replace(niter=1), [], torch.device("cpu"), progress=False)
     return report["curve"][0][1:]
 
 

@@ -228,6 +228,42 @@ def print_block(name: str, cfg: Config, rows: list[dict]) -> None:
           f"{'all targets met' if all(v == n for v in ok.values()) else 'targets NOT all met'} ({TARGETS})")
 
 
+def write_table(out: Path, name: str, flat: list[dict]) -> None:
+    """<name>.csv (and <name>.parquet when pandas is installed) of flat rows, atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for row in flat for k in row)))
+    writer.writeheader()
+    writer.writerows(flat)
+    with atomic_write(str(out / f"{name}.csv"), "w") as f:
+        f.write(text.getvalue())
+    try:
+        import pandas as pd
+
+        buf = io.BytesIO()
+        pd.DataFrame(flat).to_parquet(buf, index=False)
+        with atomic_write(str(out / f"{name}.parquet")) as f:
+            f.write(buf.getvalue())
+    except ImportError:
+        pass
+
+
+def write_grid(path: Path, grid: list[tuple[str, list[torch.Tensor]]]) -> None:
+    """A PNG of labelled rows of [3, H, W] images; cells as large as the largest image."""
+    h = max(t.shape[-2] for _, images in grid for t in images) + 4
+    w = max(t.shape[-1] for _, images in grid for t in images) + 4
+    columns = max(len(images) for _, images in grid)
+    sheet = Image.new("RGB", (90 + w * columns, h * len(grid)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (label, images) in enumerate(grid):
+        draw.text((4, i * h + h // 2 - 6), label[:14], fill="black")
+        for j, img in enumerate(images):
+            sheet.paste(to_pil(img), (90 + j * w, i * h + 2))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    with atomic_write(str(path)) as f:
+        f.write(buf.getvalue())
+
+
 def write_outputs(out: Path, rows: list[dict], grids: dict[str, list[tuple[str, list[torch.Tensor]]]]) -> None:
     flat = []
     for r in rows:
@@ -239,34 +275,9 @@ def write_outputs(out: Path, rows: list[dict], grids: dict[str, list[tuple[str, 
                 else:
                     row[f"{key}_{side}"] = value
         flat.append(row)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for row in flat for k in row)))
-    writer.writeheader()
-    writer.writerows(flat)
-    with atomic_write(str(out / "parity.csv"), "w") as f:
-        f.write(text.getvalue())
-    try:
-        import pandas as pd
-
-        buf = io.BytesIO()
-        pd.DataFrame(flat).to_parquet(buf, index=False)
-        with atomic_write(str(out / "parity.parquet")) as f:
-            f.write(buf.getvalue())
-    except ImportError:
-        pass
-    for stem, grid in grids.items():  # rows of (label, [3, H, W] images); cells as large as the largest image
-        h = max(t.shape[-2] for _, images in grid for t in images) + 4
-        w = max(t.shape[-1] for _, images in grid for t in images) + 4
-        sheet = Image.new("RGB", (90 + w * (SHOWN + 1), h * len(grid)), "white")
-        draw = ImageDraw.Draw(sheet)
-        for i, (label, images) in enumerate(grid):
-            draw.text((4, i * h + h // 2 - 6), label[:14], fill="black")
-            for j, img in enumerate(images):
-                sheet.paste(to_pil(img), (90 + j * w, i * h + 2))
-        buf = io.BytesIO()
-        sheet.save(buf, format="PNG")
-        with atomic_write(str(out / f"{stem}.png")) as f:
-            f.write(buf.getvalue())
+    write_table(out, "parity", flat)
+    for stem, grid in grids.items():
+        write_grid(out / f"{stem}.png", grid)
 
 
 # ---------------------------------------------------------------------------- main

@@ -95,7 +95,7 @@ def random_model(reals: list[torch.Tensor], cfg, upto: int, plain: bool = False)
         return None
     stages = []
     for k in range(upto):
-        G, D = _new_networks(k, reals[k], cfg, (), DEVICE)
+        (G, _), (D, _) = _new_networks(k, reals[k], cfg, (), DEVICE)
         stages.append(Stage((plain_convs(G) if plain else G).eval(), 0.1 if k else 1.0, tuple(reals[k].shape[-2:])))
     z_star = stage_noise(0, 1, tuple(reals[0].shape[-2:]), DEVICE)
     return SinGAN(cfg, stages, z_star, reals[:upto], 0.75)
@@ -107,7 +107,8 @@ def engine_epoch_seconds(k, reals, coarser, cfg, epochs: int) -> float:
     def run(n: int) -> float:
         torch.manual_seed(0)
         t = clock()
-        train_stage(k, reals, [coarser] if coarser else [], cfg.replace(niter=n), [], DEVICE, progress=False)
+        steady = cfg.replace(niter=n, epoch_decay=False, early_stop_patience=0)  # exactly n epochs
+        train_stage(k, reals, [coarser] if coarser else [], steady, [], DEVICE, progress=False)
         return clock() - t
 
     run(2)  # warm-up: oneDNN builds its kernels for these shapes on first use
@@ -138,7 +139,7 @@ def reference_epoch_seconds(k, reals, coarser, cfg, epochs: int) -> float:
     # their networks use torch's own convolutions.
     real = reals[k].contiguous(memory_format=torch.channels_last)
     shape = tuple(real.shape[-2:])
-    G, D = _new_networks(k, real, cfg, (), DEVICE)
+    (G, _), (D, _) = _new_networks(k, real, cfg, (), DEVICE)
     plain_convs(G)
     plain_convs(D)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))

@@ -27,7 +27,8 @@ CHOICES = {
 }
 # Fields added after the first release enter the config hash only when they differ from their default, so the
 # hash of a config that does not use them (and so every saved model and cache key) stays what it was.
-HASHED_WHEN_SET = ("rec_noise", "noise_draw", "g_input", "upsample", "bias_init")
+HASHED_WHEN_SET = ("rec_noise", "noise_draw", "g_input", "upsample", "bias_init", "gp_every",
+                   "early_stop_patience", "early_stop_tol", "concurrent_stages", "concurrent_lr_scale")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,12 @@ class Config:
     lr_gamma: float = 0.1
     dsteps: int = 3
     gsteps: int = 3
+    # speed levers (issue 12); each default is the paper's
+    gp_every: int = 1  # lazy regularization (StyleGAN2): the penalty on every gp_every-th D step, weight x gp_every
+    early_stop_patience: int = 0  # 0: off; else a scale stops when its losses stopped moving: the means of
+    early_stop_tol: float = 0.01  # two successive windows of early_stop_patience iterations within this fraction
+    concurrent_stages: int = 1  # ConSinGAN: train G_n together with the J - 1 coarser generators
+    concurrent_lr_scale: float = 0.1  # ... those at lr x this factor
     # epoch decay (High-Res-SinGAN): scale k (0 = coarsest) trains niter * max(1 - k * rate, floor)
     epoch_decay: bool = False
     epoch_decay_rate: float = 0.1
@@ -87,9 +94,15 @@ class Config:
             raise ValueError(f"min_size ({self.min_size}) is below the receptive field ({self.receptive_field})")
         if self.max_size < self.min_size:
             raise ValueError(f"max_size ({self.max_size}) is below min_size ({self.min_size})")
-        for name in ("niter", "dsteps", "gsteps", "num_layer", "nfc", "prefetch"):
+        for name in ("niter", "dsteps", "gsteps", "num_layer", "nfc", "prefetch", "gp_every", "concurrent_stages"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.early_stop_patience < 0 or self.early_stop_tol < 0:
+            raise ValueError("early_stop_patience and early_stop_tol must not be negative")
+        if self.concurrent_lr_scale <= 0:
+            raise ValueError(f"concurrent_lr_scale must be positive, got {self.concurrent_lr_scale}")
+        if self.concurrent_stages > 1 and self.upsample == "uint8":
+            raise ValueError("concurrent_stages > 1 needs upsample=float: the 8-bit truncation passes no gradient")
 
     @property
     def receptive_field(self) -> int:
@@ -169,9 +182,9 @@ def parse_overrides(assignments: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+_PAPER = Config()  # the paper and the authors' code
 PRESETS: dict[str, Config] = {
-    # the paper and the authors' code
-    "paper": Config(),
+    "paper": _PAPER,
     # a CPU demo in minutes per image
     "quick": Config(max_size=64, min_size=19, niter=150, dsteps=2, gsteps=1, scale_factor=0.7),
     # IMA206: 1000 iterations, 1 G step and 3 D steps
@@ -180,6 +193,15 @@ PRESETS: dict[str, Config] = {
     # (singan_core.applications.highres.highres_rule(500)): receptive field x s (10 layers of 3x3, 21 px),
     # min_size x s (same number of scales), width 32 s^2 = 128 fixed over the scales, High-Res-SinGAN's epoch decay.
     "highres": Config(max_size=500, min_size=50, num_layer=10, nfc=128, nfc_max=128, epoch_decay=True),
+    # A CANDIDATE for issue 12, NOT yet validated by benchmarks/fast_vs_paper.py (its quality against `paper` is
+    # unmeasured): the paper's model with a quarter of the iterations (High-Res-SinGAN's epoch decay on top), 2 D
+    # steps and 1 G step (IMA206), the gradient penalty on every 4th D step (lazy, StyleGAN2), a scale stopped early
+    # when its losses stopped moving, and G_{n+1} trained with G_n at lr x 0.1 (ConSinGAN). Built on `paper`, so it
+    # follows the paper preset's settled choices. Time, an ESTIMATE (not run end to end): ~35x less than `paper`,
+    # so a 250 px pyramid in ~35 min on one thread (paper: 20 h), before any early stop; from seconds per iteration
+    # of both presets measured back to back at scales 4-8 of birds.png (1 thread, loaded machine), times iterations.
+    "fast": _PAPER.replace(niter=500, dsteps=2, gsteps=1, gp_every=4, epoch_decay=True, early_stop_patience=100,
+                             early_stop_tol=0.02, concurrent_stages=2),
     # seconds on a tiny image, for tests
     "test": Config(max_size=32, min_size=16, niter=20, nfc=8, nfc_max=16, dsteps=1, gsteps=1, scale_factor=0.6),
 }

@@ -35,9 +35,10 @@ from tqdm.auto import tqdm
 from .config import Config
 from .devices import resolve_device
 from .images import resize
+from .levers import EarlyStop, Window, pack_counted, sigma_per_channel, unpack_counted
 from .metrics.frechet import psd_sqrt
 from .metrics.patch import pooled_patch_stats
-from .model import Discriminator, Generator, pack, unpack
+from .model import Discriminator, Generator
 from .pyramid import build_reals, pyramid_for
 from .singan import SinGAN, Stage, as_images, coarsest_noise, model_exists, stage_noise, upsample
 
@@ -128,7 +129,8 @@ def _new_networks(k: int, real: torch.Tensor, cfg: Config, init: Sequence[Stage]
         G.pad_value.fill_(border_mean(x) if cfg.padding == "constant" else 0.0)
         Gs.append(G)
         Ds.append(D)
-    return pack(Gs).to(device).train(), pack(Ds).to(device).train()
+    (G, g_offsets), (D, d_offsets) = pack_counted(Gs), pack_counted(Ds)
+    return (G.to(device).train(), g_offsets), (D.to(device).train(), d_offsets)
 
 
 # ---------------------------------------------------------------------------- one scale
@@ -141,7 +143,7 @@ def train_stage(
     device: torch.device,
     progress: bool = True,
     prev_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> tuple[list[Stage], list[torch.Tensor], list[dict[str, Any]]]:
+) -> tuple[list[Stage], list[torch.Tensor], list[dict[str, Any]], list[list[Stage]]]:
     """Train G_n, D_n at stage k = N - n with the coarser stages frozen, for a pack of K images at once.
 
     `reals[k]` is x_n of the pack, [M, 3K, h, w]: the K images side by side along the channels (M > 1
@@ -153,14 +155,17 @@ def train_stage(
     they all draw them from the same seed).
     `prev_transform`, if given, is applied to every random up(x~_{n+1}) fed to G_n (paint-to-image's
     fine-tune on colour-quantized inputs); the reconstruction input is left as it is.
-    Returns per image: the stage, z* (drawn here when k = 0, else the coarser model's) and a report.
+    With concurrent_stages J > 1 (ConSinGAN) the J - 1 coarser generators train too (levers.Window).
+    Returns per image: the stage, z* (drawn here when k = 0, else the coarser model's), a report, and
+    the retrained coarser stages k-J+1 .. k-1 (empty when J = 1).
     """
     t0 = time.perf_counter()
     real = reals[k]  # x_n for each training image: [M, 3K, h, w]
     M, K, shape = real.shape[0], real.shape[1] // 3, tuple(real.shape[-2:])
     if K > 1 and M > 1:
         raise ValueError("a pack holds one image per pyramid: a DoubleGAN (several images) trains alone")
-    G, D = _new_networks(k, real, cfg, init, device)
+    (G, g_offsets), (D, d_offsets) = _new_networks(k, real, cfg, init, device)
+    nets_offsets = ((G, g_offsets), (D, d_offsets))
 
     def for_each_image(x: torch.Tensor) -> torch.Tensor:  # one draw [B, 3, h, w], the same for all K
         return x if K == 1 else x.repeat(1, K, 1, 1)
@@ -178,13 +183,19 @@ def train_stage(
         rec_noise = torch.zeros_like(real)
         noise_amp = [cfg.noise_amp * math.sqrt(F.mse_loss(p, x).item())
                      for p, x in zip(each_image(rec_prev, K), each_image(real, K), strict=True)]
-    amp = torch.tensor(noise_amp, device=device).repeat_interleave(3).view(1, -1, 1, 1)  # sigma_n per channel
+    amp = sigma_per_channel(noise_amp, device)
+    window = Window(k, min(cfg.concurrent_stages, k + 1) - 1, coarser, reals, cfg, device)
+    if window.stages:  # ConSinGAN: the reconstruction goes through the window's stages too
+        rec_window = window.reconstruction_input(M, z_star)
 
     iters = cfg.iterations(k)
     frechet = cfg.adv_loss == "frechet-patch"
     dsteps = 0 if frechet else cfg.dsteps
     fused = device.type in ("cpu", "cuda")  # one kernel per step instead of one per parameter
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), fused=fused)
+    g_params: list[dict[str, Any]] = [{"params": list(G.parameters())}]
+    if window.stages:
+        g_params.append({"params": window.parameters(), "lr": cfg.lr_g * cfg.concurrent_lr_scale})
+    opt_g = torch.optim.Adam(g_params, lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), fused=fused)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), fused=fused)
     milestones = [max(1, int(cfg.lr_decay_at * iters))]
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones, gamma=cfg.lr_gamma)
@@ -197,12 +208,18 @@ def train_stage(
     reuse_d_input = cfg.g_input == "last-d" and dsteps > 0
     prevs_per_iteration = dsteps + (0 if reuse_d_input else cfg.gsteps)
     prev_seed = int(torch.randint(2**62, ()))
-    if coarser:
-        prevs = random_prevs(coarser, shape, cfg.prefetch * prevs_per_iteration, prev_seed)
+    frozen, first_shape = (window.frozen(), window.shapes[0]) if window.stages else (coarser, shape)
+    if frozen:  # up(x~) of the frozen stages: up(x~_{n+1}), or with a window the input of its first stage
+        prevs = random_prevs(frozen, first_shape, cfg.prefetch * prevs_per_iteration, prev_seed)
     else:
-        prevs = itertools.repeat(torch.zeros(1, 3 * K, *shape, device=device))
-    if prev_transform is not None:
+        prevs = itertools.repeat(torch.zeros(1, 3 * K, *first_shape, device=device))
+    if prev_transform is not None and not window.stages:
         prevs = map(prev_transform, prevs)
+
+    def fed(prev: torch.Tensor, noises: list[torch.Tensor]) -> torch.Tensor:  # up(x~_{n+1}) through the window
+        x = window(prev, noises)
+        return x if prev_transform is None or not window.stages else prev_transform(x)
+
     pick = (lambda: int(torch.randint(M, ()))) if M > 1 else (lambda: 0)
     curves: list[list[list[float]]] = [[] for _ in range(K)]
     every = max(1, iters // 200)
@@ -215,6 +232,10 @@ def train_stage(
     def draw_z() -> torch.Tensor:  # noise_amp_n * z_n for one step
         return amp * for_each_image(stage_noise(k, 1, shape, device))
 
+    d_step = gp_evaluations = 0
+    stopper = EarlyStop(cfg.early_stop_patience, cfg.early_stop_tol, K)
+    # image -> its G_n, D_n, window generators, iterations and penalty evaluations when it stopped early
+    finished: dict[int, tuple[Generator, Discriminator, list, int, int]] = {}
     for it in bar:
         if redraw_z_star:  # the authors' code: z* redrawn every iteration, the last draw kept
             z_star = rec_noise = for_each_image(coarsest_noise(M, shape, device))
@@ -223,12 +244,15 @@ def train_stage(
         for _ in range(dsteps):
             i = pick()
             x = real[i : i + 1]
-            z, prev = (z_it if per_iteration else draw_z()), next(prevs)
+            z, prev, noises = (z_it if per_iteration else draw_z()), next(prevs), window.draw_noise()
             with torch.no_grad():
-                fake = G(z, prev)
+                fake = G(z, fed(prev, noises))
             # separate passes: batching x_n, fake and interpolate would triple the GP's double backward
-            loss_d = (-per_image_mean(D(x), K) + per_image_mean(D(fake), K)
-                      + gradient_penalty(D, x, fake, cfg.gp_weight))
+            loss_d = -per_image_mean(D(x), K) + per_image_mean(D(fake), K)
+            if d_step % cfg.gp_every == 0:  # lazy regularization: every gp_every-th step, weight x gp_every
+                loss_d = loss_d + gradient_penalty(D, x, fake, cfg.gp_weight * cfg.gp_every)
+                gp_evaluations += 1
+            d_step += 1
             opt_d.zero_grad(set_to_none=True)
             loss_d.sum().backward()  # the images' losses are independent: each gets its own gradients
             opt_d.step()
@@ -238,14 +262,18 @@ def train_stage(
         for _ in range(cfg.gsteps):
             i = pick()
             if not reuse_d_input:
-                z, prev = (z_it if per_iteration else draw_z()), next(prevs)
-            fake = G(z, prev)
+                z, prev, noises = (z_it if per_iteration else draw_z()), next(prevs), window.draw_noise()
+            fake = G(z, fed(prev, noises))
             if frechet:
                 loss_adv = torch.stack([frechet_patch_loss(*stats, f, cfg.patch_size)
                                         for stats, f in zip(real_stats[i], each_image(fake, K), strict=True)]).float()
             else:
                 loss_adv = -per_image_mean(D(fake), K)
-            rec = G(amp * rec_noise[i : i + 1], rec_prev[i : i + 1])
+            if window.stages:
+                rec_in = window(rec_window[0][i : i + 1], [z[i : i + 1] for z in rec_window[1]])
+            else:
+                rec_in = rec_prev[i : i + 1]
+            rec = G(amp * rec_noise[i : i + 1], rec_in)
             loss_rec = per_image_mean(F.mse_loss(rec, real[i : i + 1], reduction="none"), K)
             opt_g.zero_grad(set_to_none=True)
             (loss_adv + cfg.alpha * loss_rec).sum().backward()
@@ -254,15 +282,27 @@ def train_stage(
         if dsteps:
             sched_d.step()
         sched_g.step()
-        if it % every == 0 or it == iters - 1:
+        stopped = stopper.update(loss_adv.detach(), loss_rec.detach()) if stopper.patience else []
+        if it % every == 0 or it == iters - 1 or stopped:
             losses = [loss_d.tolist(), loss_adv.tolist(), loss_rec.tolist()]
             for j, curve in enumerate(curves):
-                curve.append([it, *(values[j] for values in losses)])
+                if j not in finished and (it % every == 0 or it == iters - 1 or j in stopped):
+                    curve.append([it, *(values[j] for values in losses)])
             bar.set_postfix(D=f"{sum(losses[0]) / K:.3f}", G=f"{sum(losses[1]) / K:.3f}",
                             rec=f"{sum(losses[2]) / K:.4f}")
+        for j in stopped:  # in a pack the others go on; image j keeps the networks it had here
+            if j not in finished:
+                Gj, Dj = (unpack_counted(copy.deepcopy(net), offsets)[j] for net, offsets in nets_offsets)
+                finished[j] = (Gj, Dj, window.snapshot(j), it + 1, gp_evaluations)
+        if len(finished) == K:
+            break
     bar.close()
 
-    Gs, Ds = unpack(G.eval().requires_grad_(False)), unpack(D.eval().requires_grad_(False))
+    Gs, Ds = (unpack_counted(net.eval().requires_grad_(False), offsets) for net, offsets in nets_offsets)
+    ran, penalties = [iters] * K, [gp_evaluations] * K
+    for j, (Gj, Dj, _, n, p) in finished.items():
+        Gs[j], Ds[j], ran[j], penalties[j] = Gj.eval().requires_grad_(False), Dj.eval().requires_grad_(False), n, p
+    retrained = window.finish({j: f[2] for j, f in finished.items()})
     seconds = time.perf_counter() - t0
     stages, reports = [], []
     for j in range(K):
@@ -273,14 +313,17 @@ def train_stage(
             "shape": list(shape),
             "channels": cfg.channels(k),
             "noise_amp": noise_amp[j],
-            "iterations": iters,
+            "iterations": ran[j],  # what the scale ran: fewer than planned_iterations when it stopped early
+            "planned_iterations": iters,
+            "gp_evaluations": penalties[j],  # D steps on which the gradient penalty was evaluated
+            "trained_stages": [*window.stages, k],  # the generators this scale updated (ConSinGAN: a window)
             "seconds": seconds / K,  # the pack's time, shared equally
             "loss_d": curves[j][-1][1],
             "loss_adv": curves[j][-1][2],
             "loss_rec": curves[j][-1][3],
             "curve": curves[j],  # [iteration, loss_d, loss_adv, loss_rec]
         })
-    return stages, each_image(z_star, K), reports
+    return stages, each_image(z_star, K), reports, retrained
 
 
 # ---------------------------------------------------------------------------- the pyramid
@@ -400,12 +443,12 @@ def _train_pack(
         coarser = [SinGAN(cfg, s, z, x[:k], r) for s, z, x in zip(stages, z_stars, image_reals, strict=True)] \
             if k > 0 else []
         init = [s[-1] for s in stages] if k > 0 else []
-        new, z_stars, new_reports = train_stage(k, reals, coarser, cfg, init, device, progress)
+        new, z_stars, new_reports, retrained = train_stage(k, reals, coarser, cfg, init, device, progress)
         complete = k == num_scales - 1
         seconds = (time.perf_counter() - t_start) / K  # each image's share of the pack's time
         models = []
         for i in range(K):
-            stages[i] = [*stages[i], new[i]]
+            stages[i] = [*stages[i][: k - len(retrained[i])], *retrained[i], new[i]]
             stage_reports[i].append(new_reports[i])
             report = summarize(stage_reports[i], seconds, cfg, device, r, K)
             models.append(SinGAN(cfg, stages[i], z_stars[i], image_reals[i][: k + 1], r, report,

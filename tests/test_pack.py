@@ -16,6 +16,11 @@ VARIANTS = {
     "authors": {"padding": "constant", "rec_noise": "redraw", "noise_draw": "iteration", "g_input": "last-d",
                 "bias_init": "torch", "upsample": "uint8"},
     "frechet": {"adv_loss": "frechet-patch", "padding": "replicate"},
+    # lazy penalty, and early stops at different iterations per image (the pack goes on without the stopped ones)
+    "levers": {"gp_every": 2, "early_stop_patience": 1, "early_stop_tol": 0.04},
+    # ConSinGAN's concurrent stages (with early stops: each image keeps its window's generators where it stopped)
+    "concurrent": {"concurrent_stages": 3, "concurrent_lr_scale": 0.5, "early_stop_patience": 1,
+                   "early_stop_tol": 0.1},
 }
 
 
@@ -61,6 +66,11 @@ def test_a_pack_trains_each_image_as_if_alone(variant, device, float64):
     for i, x in enumerate(images()):
         alone = train(x, cfg, device=device, progress=False)
         assert_same_model(packed[i], alone)
+        recorded = ("iterations", "gp_evaluations", "trained_stages")
+        assert [[s[key] for key in recorded] for s in packed[i].report["stages"]] == \
+            [[s[key] for key in recorded] for s in alone.report["stages"]]
+    if variant in ("levers", "concurrent"):  # the images did stop at different iterations
+        assert len({tuple(s["iterations"] for s in m.report["stages"]) for m in packed}) > 1
     # different images really gave different models (the pack did not train one image three times)
     assert not torch.allclose(packed[0].stages[-1].generator.tail.weight, packed[1].stages[-1].generator.tail.weight)
 

@@ -50,13 +50,14 @@ def finetune_on_quantized(
     if iterations < 1:
         raise ValueError(f"fine-tune iterations must be at least 1, got {iterations}")
     k = start_scale
-    cfg = model.config.replace(niter=iterations, epoch_decay=False)
+    # G_K alone, for exactly `iterations` (a model trained with the speed levers fine-tunes without them)
+    cfg = model.config.replace(niter=iterations, epoch_decay=False, concurrent_stages=1, early_stop_patience=0)
     coarser = SinGAN(model.config, model.stages[:k], model.z_star, model.reals[:k], model.scale_factor)
     cuda = [model.device.index or 0] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):  # leave the caller's random state alone
         torch.manual_seed(seed)
-        (stage,), _, _ = train_stage(k, model.reals, [coarser], cfg, [model.stages[k]], model.device, progress,
-                                     prev_transform=lambda prev: map_to_colours(prev, centres))
+        (stage,), _, _, _ = train_stage(k, model.reals, [coarser], cfg, [model.stages[k]], model.device, progress,
+                                        prev_transform=lambda prev: map_to_colours(prev, centres))
     stages = [*model.stages[:k], stage, *model.stages[k + 1 :]]
     return SinGAN(model.config, stages, model.z_star, model.reals, model.scale_factor, model.report, model.meta)
 

@@ -1,0 +1,210 @@
+"""The quality protocol of issue 12: the `fast` preset against `paper`, same images, same thread count.
+
+    python benchmarks/fast_vs_paper.py IMAGE... --max-size S [--threads 1] [--jobs 2] [--samples 50] [--seed 0]
+        [--set field=value]... [--cache DIR] [--out DIR]
+
+Trains preset("paper") and preset("fast") (max_size S, the seed and every `--set`, applied to both) on every
+image, `--threads` torch threads per training and `--jobs` trainings at once in niced processes, into
+`--cache`/<stem>_<image sha>_<config hash>_t<threads>/ (outside git; an unfinished training resumes from its last
+finished scale). Each finished run's figures go to `--out`/runs/<same key>_n<samples>/figures.json with its first 4
+samples as PNGs (small, to commit): a later session with those files needs neither the models nor a retraining.
+
+Per run, with x_0 the image resized by the pyramid at S, and samples and reconstruction rounded to 8 bits:
+patch SWD of 7x7 patches (mean over the samples, two sets of projections), SinGAN's diversity and the
+reconstruction RMSE, as benchmarks/reference_parity.py measures them (its functions), and the training wall time
+(the model report's total_seconds). Printed per image and overall, with the issue's acceptance: `fast` at least
+20x less wall time, patch SWD at most 1.1x `paper`'s, diversity within 20%, reconstruction RMSE at most 1.5x
+(overall: totals and means over the images). `--out` gets fast_vs_paper.csv (and .parquet with pandas) and
+<stem>.png per image: x_0, 4 `paper` samples, 4 `fast` samples. Look at the pictures too: blurrier samples,
+copies of the input or a lost global structure fail whatever the numbers say.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import torch
+from reference_parity import SHOWN, finished, load_ours, measure, train_one, write_grid, write_table
+
+from singan_core.config import Config, parse_overrides, preset
+from singan_core.images import ImageError, atomic_write, load_image, to_pil
+from singan_core.singan import SinGAN
+from singan_core.train import prepare_reals
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESETS = ("paper", "fast")
+TARGETS = {"speed": 20.0, "swd": 1.1, "diversity": 0.2, "rec": 1.5}
+TARGET_TEXT = "fast >= 20x less wall time, patch SWD <= 1.1x, diversity within 20%, rec RMSE <= 1.5x"
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _worker_init(threads: int) -> None:
+    os.nice(10)
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+
+
+def file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+
+
+def run_figures(out: Path, image: Path, name: str, cfg: Config, samples: int) -> dict:
+    """The figures of one finished training (its model in `out`), with what a later session needs."""
+    ours = load_ours(out, samples)
+    reals, _ = prepare_reals([load_image(str(image))], cfg)
+    report = SinGAN.load(str(out), "cpu").report
+    stages = report["stages"]
+    return {
+        "image": image.name, "preset": name, "config_hash": cfg.hash(), "config": cfg.to_dict(),
+        "scales": len(stages), "samples": samples, **measure(reals[-1], ours),
+        "iterations": [s["iterations"] for s in stages],
+        "gp_evaluations": [s.get("gp_evaluations") for s in stages],
+        "trained_stages": [s.get("trained_stages") for s in stages],
+        "shown": ours["samples"][:SHOWN],
+    }
+
+
+def save_figures(folder: Path, figures: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, x in enumerate(figures["shown"]):
+        with atomic_write(str(folder / f"sample_{i}.png")) as f:
+            to_pil(x).save(f, format="PNG")
+    with atomic_write(str(folder / "figures.json"), "w") as f:
+        f.write(json.dumps({k: v for k, v in figures.items() if k != "shown"}, indent=1) + "\n")
+
+
+def load_figures(folder: Path) -> dict | None:
+    try:
+        figures = json.loads((folder / "figures.json").read_text())
+        shown = [load_image(str(folder / f"sample_{i}.png")) for i in range(SHOWN)]
+    except (FileNotFoundError, json.JSONDecodeError, ImageError):
+        return None
+    return {**figures, "shown": torch.cat(shown)}
+
+
+def verdicts(paper: dict, fast: dict) -> dict[str, bool]:
+    return {"speed": paper["wall_s"] >= TARGETS["speed"] * fast["wall_s"],
+            "swd": fast["swd"] <= TARGETS["swd"] * paper["swd"],
+            "diversity": abs(fast["diversity"] / paper["diversity"] - 1) <= TARGETS["diversity"],
+            "rec": fast["rec_rmse"] <= TARGETS["rec"] * paper["rec_rmse"]}
+
+
+def _mark(ok: bool) -> str:
+    return "ok" if ok else "FAIL"
+
+
+def report(rows: list[dict]) -> None:
+    print("\n| image | wall s paper / fast (ratio) | patch SWD paper / fast (ratio) | diversity paper / fast (ratio) "
+          "| rec RMSE paper / fast | fast iterations | verdicts speed, SWD, diversity, rec |")
+    print("| --- " * 7 + "|")
+    for r in rows:
+        p, f, v = r["paper"], r["fast"], r["verdicts"]
+        print(f"| {r['image']} ({p['shape']}, {p['scales']} scales) | {p['wall_s']:.0f} / {f['wall_s']:.0f} "
+              f"({p['wall_s'] / f['wall_s']:.1f}x) | {p['swd']:.5f} / {f['swd']:.5f} ({f['swd'] / p['swd']:.2f}x) "
+              f"| {p['diversity']:.3f} / {f['diversity']:.3f} ({f['diversity'] / p['diversity']:.2f}) "
+              f"| {p['rec_rmse']:.4f} / {f['rec_rmse']:.4f} | {sum(f['iterations'])} "
+              f"| {', '.join(_mark(v[k]) for k in TARGETS)} |")
+    n = len(rows)
+    total = {side: {k: sum(r[side][k] for r in rows) / n for k in ("wall_s", "swd", "diversity", "rec_rmse")}
+             for side in PRESETS}
+    overall = verdicts(total["paper"], total["fast"])
+    met = {k: sum(r["verdicts"][k] for r in rows) for k in TARGETS}
+    p, f = total["paper"], total["fast"]
+    print(f"\noverall ({n} images): wall time {p['wall_s']:.0f} s / {f['wall_s']:.0f} s per image "
+          f"({p['wall_s'] / f['wall_s']:.1f}x less), mean patch SWD {f['swd'] / p['swd']:.2f}x paper's, mean diversity "
+          f"{f['diversity'] / p['diversity']:.2f}x, mean rec RMSE {f['rec_rmse'] / p['rec_rmse']:.2f}x; images meeting "
+          + ", ".join(f"{k} {met[k]}/{n}" for k in TARGETS) + " -> "
+          + ("all targets met" if all(overall.values()) and all(v == n for v in met.values()) else
+             "targets NOT all met") + f" ({TARGET_TEXT})")
+    slowest = max(r["fast"]["wall_s"] for r in rows)
+    print(f"fast's longest training: {slowest / 60:.1f} min (the issue's S = 250 target: at most 60 min)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("images", nargs="+", type=Path)
+    ap.add_argument("--max-size", type=int, required=True)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per training (both presets)")
+    ap.add_argument("--jobs", type=int, default=2, help="trainings at once")
+    ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                    help="applied to both presets, repeatable (e.g. --set niter=20 for a toy run)")
+    ap.add_argument("--cache", type=Path, default=ROOT / ".cache" / "fast_vs_paper")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fast_vs_paper")
+    args = ap.parse_args()
+    if args.samples < SHOWN or args.jobs < 1 or args.threads < 1:
+        fail(f"--samples must be at least {SHOWN}, --jobs and --threads at least 1")
+    try:
+        changes = {"max_size": args.max_size, "seed": args.seed, **parse_overrides(args.overrides)}
+        configs = {name: preset(name).replace(**changes) for name in PRESETS}
+    except (ValueError, TypeError) as e:
+        fail(str(e))
+
+    # check every input before training anything
+    x0s = {}
+    for image in args.images:
+        try:
+            reals, _ = prepare_reals([load_image(str(image))], configs["paper"])
+        except (ImageError, ValueError) as e:
+            fail(f"{image}: {e}")
+        x0s[image] = reals[-1][0]
+    keys = {(image, name): f"{image.stem}_{file_sha(image)}_{cfg.hash()}_t{args.threads}"
+            for image in args.images for name, cfg in configs.items()}
+    runs = {key: args.out / "runs" / f"{folder}_n{args.samples}" for key, folder in keys.items()}  # the figures
+    figures = {key: load_figures(runs[key]) for key in keys}
+    todo = [key for key in keys if figures[key] is None and not finished(args.cache / keys[key])]
+    print(f"{len(keys) - len(todo)} of {len(keys)} trainings already done (figures in {args.out}/runs or models in "
+          f"{args.cache}); training {len(todo)}, {args.jobs} at a time, {args.threads} thread(s) each", flush=True)
+    if todo:
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                 initargs=(args.threads,)) as pool:
+            futures = {pool.submit(train_one, str(image), f"{image.stem} {name}", configs[name],
+                                   str(args.cache / keys[image, name])): (image, name) for image, name in todo}
+            for future in as_completed(futures):
+                image, name = futures[future]
+                try:
+                    seconds = future.result()
+                except (ValueError, ImageError) as e:
+                    fail(f"training {image.stem} {name}: {e}")
+                print(f"finished {image.stem} {name}: {seconds / 60:.1f} min -> {args.cache / keys[image, name]}",
+                      flush=True)
+    for key, folder in keys.items():
+        if figures[key] is None:
+            figures[key] = run_figures(args.cache / folder, key[0], key[1], configs[key[1]], args.samples)
+            save_figures(runs[key], figures[key])
+
+    rows, flat = [], []
+    for image in args.images:
+        paper, fast = figures[image, "paper"], figures[image, "fast"]
+        rows.append({"image": image.stem, "paper": paper, "fast": fast, "verdicts": verdicts(paper, fast)})
+        for name, fig in (("paper", paper), ("fast", fast)):
+            flat.append({"image": image.stem, "preset": name, "config_hash": fig["config_hash"],
+                         "threads": args.threads, "scales": fig["scales"], "wall_s": fig["wall_s"],
+                         "swd": fig["swd"], "diversity": fig["diversity"], "rec_rmse": fig["rec_rmse"],
+                         "total_iterations": sum(fig["iterations"]),
+                         **({f"pass_{k}": v for k, v in rows[-1]["verdicts"].items()} if name == "fast" else {})})
+        write_grid(args.out / f"{image.stem}.png", [("x_0", [x0s[image]]), ("paper", list(paper["shown"])),
+                                                    ("fast", list(fast["shown"]))])
+    print(f"\nfast_vs_paper: max_size {args.max_size}, {args.threads} thread(s) per training, {args.jobs} at a time, "
+          f"{args.samples} samples; paper {configs['paper'].hash()}, fast {configs['fast'].hash()}"
+          + (f", --set {' '.join(args.overrides)}" if args.overrides else ""))
+    report(rows)
+    write_table(args.out, "fast_vs_paper", flat)
+    print(f"\nwrote {args.out}/fast_vs_paper.csv, one PNG per image (x_0, {SHOWN} paper, {SHOWN} fast samples) and "
+          f"{args.out}/runs/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The speed levers of issue 12: each a config field whose default is the paper's, recorded in the report."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from singan_core import Config, SinGAN, preset, train
+
+from .conftest import synthetic_image
+
+CFG = preset("test").replace(niter=8)
+
+
+def _trained(cfg: Config, **kw) -> SinGAN:
+    return train(synthetic_image(36, 40, seed=3), cfg, progress=False, **kw)
+
+
+def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
+    assert preset("paper").hash() == "486310a48e35"
+    defaults = {"gp_every": 1, "early_stop_patience": 0, "concurrent_stages": 1}
+    assert preset("paper").replace(**defaults).hash() == "486310a48e35"
+    for change in ({"gp_every": 4}, {"early_stop_patience": 50}, {"concurrent_stages": 2}):
+        assert preset("paper").replace(**change).hash() != "486310a48e35"
+    # the same losses for a fixed seed: the defaults spelled out train exactly what the config without them trains
+    a = _trained(CFG)
+    b = _trained(CFG.replace(**defaults, early_stop_tol=0.01, concurrent_lr_scale=0.1))
+    assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
+    assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
+
+
+def test_lazy_gradient_penalty_is_evaluated_every_nth_d_step():
+    cfg = CFG.replace(dsteps=3, gp_every=4)
+    model = _trained(cfg)
+    for stage in model.report["stages"]:
+        assert stage["gp_evaluations"] == -(-8 * 3 // 4)  # D steps 0, 4, 8, ... of 24
+    assert not torch.equal(model.sample(1, seed=0), _trained(CFG.replace(dsteps=3)).sample(1, seed=0))
+
+
+def test_early_stop_records_the_iterations_each_scale_ran():
+    # tolerance so wide that every scale stops at its second window: iteration 2 x patience
+    model = _trained(CFG.replace(niter=20, early_stop_patience=3, early_stop_tol=1e9))
+    stages = model.report["stages"]
+    assert [s["iterations"] for s in stages] == [6] * len(stages)
+    assert all(s["planned_iterations"] == 20 for s in stages)
+    assert model.report["total_iterations"] == 6 * len(stages)
+    assert all(s["curve"][-1][0] == 5 for s in stages)
+    # a zero tolerance never stops: the planned iterations
+    never = _trained(CFG.replace(niter=10, early_stop_patience=3, early_stop_tol=0.0))
+    assert [s["iterations"] for s in never.report["stages"]] == [10] * never.num_stages
+
+
+@pytest.mark.parametrize("bad", [{"gp_every": 0}, {"early_stop_patience": -1}, {"concurrent_stages": 0},
+                                 {"concurrent_lr_scale": 0.0}])
+def test_lever_fields_reject_bad_values(bad):
+    with pytest.raises(ValueError):
+        CFG.replace(**bad)
+
+
+def test_concurrent_stages_update_only_their_window_and_resume(tmp_path):
+    cfg = CFG.replace(niter=6, concurrent_stages=2, concurrent_lr_scale=0.5)
+    out = str(tmp_path / "m")
+    checkpoints: list[SinGAN] = []
+    model = _trained(cfg, out=out, on_stage=lambda r: checkpoints.append(SinGAN.load(out, "cpu")))
+    n = model.num_stages
+    assert n >= 3
+    assert [s["trained_stages"] for s in model.report["stages"]] == [[0]] + [[k - 1, k] for k in range(1, n)]
+
+    def weights(m: SinGAN, k: int) -> dict:
+        return m.stages[k].generator.state_dict()
+
+    for k in range(1, n):  # scale k changed G of stage k-1 and left every coarser one as it was
+        before, after = checkpoints[k - 1], checkpoints[k]
+        assert any(not torch.equal(a, b) for a, b in zip(weights(before, k - 1).values(),
+                                                         weights(after, k - 1).values(), strict=True))
+        for j in range(k - 1):
+            assert all(torch.equal(a, b) for a, b in zip(weights(before, j).values(),
+                                                         weights(after, j).values(), strict=True))
+    # only D_n trains: the window's discriminators and sigma_n stay those of their own scale
+    for k in range(1, n):
+        for j in range(k):
+            assert checkpoints[k].stages[j].noise_amp == checkpoints[j].stages[j].noise_amp
+            assert all(torch.equal(a, b) for a, b in zip(checkpoints[k].stages[j].discriminator.state_dict().values(),
+                                                         checkpoints[j].stages[j].discriminator.state_dict().values(),
+                                                         strict=True))
+
+    # resume: killed after scale 1, a restart continues from scale 2 and ends with the same model
+    class KilledError(Exception):
+        pass
+
+    def kill_after_scale_1(report: dict) -> None:
+        if report["stage"] == 1:
+            raise KilledError
+
+    resumed_out = str(tmp_path / "r")
+    with pytest.raises(KilledError):
+        _trained(cfg, out=resumed_out, on_stage=kill_after_scale_1)
+    seen: list[int] = []
+    resumed = _trained(cfg, out=resumed_out, on_stage=lambda r: seen.append(r["stage"]))
+    assert seen == list(range(2, n))
+    for k in range(n):
+        for a, b in zip(weights(resumed, k).values(), weights(model, k).values(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    torch.testing.assert_close(resumed.sample(2, seed=0), model.sample(2, seed=0), rtol=0, atol=1e-4)
+
+
+def test_concurrent_stages_refuse_uint8_upsampling():
+    with pytest.raises(ValueError, match="upsample=float"):
+        CFG.replace(concurrent_stages=2, upsample="uint8")
+
+
+def test_the_fast_candidate_trains_from_the_cli_and_records_its_levers(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    from .conftest import write_png
+
+    fast = preset("fast")
+    assert fast.hash() != preset("paper").hash() and fast.max_size == preset("paper").max_size
+    image = write_png(tmp_path / "img.png", synthetic_image(36, 40, seed=3))
+    args = ["train", image, "--out", str(tmp_path / "m"), "--preset", "fast", "--set", "max_size=32",
+            "--set", "min_size=16", "--set", "niter=10", "--set", "nfc=8", "--set", "nfc_max=8", "-q"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    model = SinGAN.load(str(tmp_path / "m"), "cpu")
+    stages = model.report["stages"]
+    assert [s["iterations"] for s in stages] == [model.config.iterations(k) for k in range(len(stages))]
+    assert [s["trained_stages"] for s in stages][1:] == [[k - 1, k] for k in range(1, len(stages))]
+    assert all(s["gp_evaluations"] == -(-s["iterations"] * fast.dsteps // fast.gp_every) for s in stages)
