@@ -24,14 +24,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import multiprocessing as mp
-import os
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
-from reference_parity import SHOWN, finished, load_ours, measure, train_one, write_grid, write_table
+from reference_parity import SHOWN, finished, load_ours, measure, train_all, write_grid, write_table
 
 from singan_core.config import Config, parse_overrides, preset
 from singan_core.images import ImageError, atomic_write, load_image, to_pil
@@ -47,12 +44,6 @@ TARGET_TEXT = "fast >= 20x less wall time, patch SWD <= 1.1x, diversity within 2
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(1)
-
-
-def _worker_init(threads: int) -> None:
-    os.nice(10)
-    torch.set_num_threads(threads)
-    torch.set_num_interop_threads(1)
 
 
 def file_sha(path: Path) -> str:
@@ -168,18 +159,7 @@ def main() -> None:
     print(f"{len(keys) - len(todo)} of {len(keys)} trainings already done (figures in {args.out}/runs or models in "
           f"{args.cache}); training {len(todo)}, {args.jobs} at a time, {args.threads} thread(s) each", flush=True)
     if todo:
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                 initargs=(args.threads,)) as pool:
-            futures = {pool.submit(train_one, str(image), f"{image.stem} {name}", configs[name],
-                                   str(args.cache / keys[image, name])): (image, name) for image, name in todo}
-            for future in as_completed(futures):
-                image, name = futures[future]
-                try:
-                    seconds = future.result()
-                except (ValueError, ImageError) as e:
-                    fail(f"training {image.stem} {name}: {e}")
-                print(f"finished {image.stem} {name}: {seconds / 60:.1f} min -> {args.cache / keys[image, name]}",
-                      flush=True)
+        train_all({key: (configs[key[1]], args.cache / keys[key]) for key in todo}, args.jobs, args.threads)
     for key, folder in keys.items():
         if figures[key] is None:
             figures[key] = run_figures(args.cache / folder, key[0], key[1], configs[key[1]], args.samples)

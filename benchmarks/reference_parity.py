@@ -137,10 +137,26 @@ def load_authors(folder: Path, n: int) -> dict:
 
 
 # ---------------------------------------------------------------------------- ours
-def _worker_init() -> None:
+def _worker_init(threads: int = 1) -> None:
     os.nice(10)
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
+
+
+def train_all(runs: dict[tuple[Path, str], tuple[Config, Path]], jobs: int, threads: int = 1) -> None:
+    """Train every (image, variant name) -> (config, folder) of `runs`, `jobs` niced processes at a time
+    with `threads` torch threads each; one line per finished training."""
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(train_one, str(image), f"{image.stem} {name}", cfg, str(out)): (image, name, out)
+                   for (image, name), (cfg, out) in runs.items()}
+        for future in as_completed(futures):
+            image, name, out = futures[future]
+            try:
+                seconds = future.result()
+            except (ValueError, ImageError) as e:
+                fail(f"training {image.stem} {name}: {e}")
+            print(f"finished {image.stem} {name}: {seconds / 60:.1f} min -> {out}", flush=True)
 
 
 def train_one(image: str, label: str, cfg: Config, out: str) -> float:
@@ -345,16 +361,7 @@ def main() -> None:
     print(f"{len(runs) - len(todo)} of {len(runs)} trainings already in {args.cache}; training {len(todo)}, "
           f"{args.jobs} at a time", flush=True)
     if todo:
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
-            futures = {pool.submit(train_one, str(image), f"{image.stem} {name}", variants[name],
-                                   str(runs[image, name])): (image, name) for image, name in todo}
-            for future in as_completed(futures):
-                image, name = futures[future]
-                try:
-                    seconds = future.result()
-                except (ValueError, ImageError) as e:
-                    fail(f"training {image.stem} {name}: {e}")
-                print(f"finished {image.stem} {name}: {seconds / 60:.1f} min -> {runs[image, name]}", flush=True)
+        train_all({key: (variants[key[1]], runs[key]) for key in todo}, args.jobs)
 
     rows, grids = [], {}
     authors_measured = {image: measure(x0s[image][0], authors[image]) for image in args.images}
