@@ -1,10 +1,11 @@
 """The quality protocol of issue 12: the `fast` preset against `paper`, same images, same thread count.
 
     python benchmarks/fast_vs_paper.py IMAGE... --max-size S [--threads 1] [--jobs 2] [--samples 50] [--seed 0]
-        [--set field=value]... [--cache DIR] [--out DIR]
+        [--set field=value]... [--variant NAME=field=value,...]... [--cache DIR] [--out DIR]
 
 Trains preset("paper") and preset("fast") (max_size S, the seed and every `--set`, applied to both) on every
-image, `--threads` torch threads per training and `--jobs` trainings at once in niced processes, into
+image (and every `--variant`, a change to `fast`, each compared with `paper` as `fast` is: a lever left out or
+a candidate), `--threads` torch threads per training and `--jobs` trainings at once in niced processes, into
 `--cache`/<stem>_<image sha>_<config hash>_t<threads>/ (outside git; an unfinished training resumes from its last
 finished scale). Each finished run's figures go to `--out`/runs/<same key>_n<samples>/figures.json with its first 4
 samples as PNGs (small, to commit): a later session with those files needs neither the models nor a retraining.
@@ -15,8 +16,8 @@ reconstruction RMSE, as benchmarks/reference_parity.py measures them (its functi
 (the model report's total_seconds). Printed per image and overall, with the issue's acceptance: `fast` at least
 20x less wall time, patch SWD at most 1.1x `paper`'s, diversity within 20%, reconstruction RMSE at most 1.5x
 (overall: totals and means over the images). `--out` gets fast_vs_paper.csv (and .parquet with pandas) and
-<stem>.png per image: x_0, 4 `paper` samples, 4 `fast` samples. Look at the pictures too: blurrier samples,
-copies of the input or a lost global structure fail whatever the numbers say.
+<stem>.png per image: x_0, 4 `paper` samples, 4 `fast` samples (and 4 of each variant). Look at the pictures
+too: blurrier samples, copies of the input or a lost global structure fail whatever the numbers say.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def _mark(ok: bool) -> str:
     return "ok" if ok else "FAIL"
 
 
-def report(rows: list[dict]) -> None:
+def report(rows: list[dict], name: str = "fast") -> None:
+    print(f"\n{name} against paper:")
     print("\n| image | wall s paper / fast (ratio) | patch SWD paper / fast (ratio) | diversity paper / fast (ratio) "
           "| rec RMSE paper / fast | fast iterations | verdicts speed, SWD, diversity, rec |")
     print("| --- " * 7 + "|")
@@ -112,14 +114,28 @@ def report(rows: list[dict]) -> None:
     overall = verdicts(total["paper"], total["fast"])
     met = {k: sum(r["verdicts"][k] for r in rows) for k in TARGETS}
     p, f = total["paper"], total["fast"]
-    print(f"\noverall ({n} images): wall time {p['wall_s']:.0f} s / {f['wall_s']:.0f} s per image "
+    print(f"\n{name} overall ({n} images): wall time {p['wall_s']:.0f} s / {f['wall_s']:.0f} s per image "
           f"({p['wall_s'] / f['wall_s']:.1f}x less), mean patch SWD {f['swd'] / p['swd']:.2f}x paper's, mean diversity "
           f"{f['diversity'] / p['diversity']:.2f}x, mean rec RMSE {f['rec_rmse'] / p['rec_rmse']:.2f}x; images meeting "
           + ", ".join(f"{k} {met[k]}/{n}" for k in TARGETS) + " -> "
           + ("all targets met" if all(overall.values()) and all(v == n for v in met.values()) else
              "targets NOT all met") + f" ({TARGET_TEXT})")
     slowest = max(r["fast"]["wall_s"] for r in rows)
-    print(f"fast's longest training: {slowest / 60:.1f} min (the issue's S = 250 target: at most 60 min)")
+    print(f"{name}'s longest training: {slowest / 60:.1f} min (the issue's S = 250 target: at most 60 min)")
+
+
+def parse_variants(specs: list[str], fast: Config) -> dict[str, Config]:
+    """NAME=field=value[,field=value] -> fast with those fields changed."""
+    variants: dict[str, Config] = {}
+    for spec in specs:
+        name, _, assignments = spec.partition("=")
+        if not name or not assignments or name in (*PRESETS, *variants):
+            fail(f"--variant {spec!r}: expected a new NAME=field=value[,field=value] (not 'paper' or 'fast')")
+        try:
+            variants[name] = fast.override(assignments.split(","))
+        except ValueError as e:
+            fail(f"--variant {spec!r}: {e}")
+    return variants
 
 
 def main() -> None:
@@ -132,6 +148,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                     help="applied to both presets, repeatable (e.g. --set niter=20 for a toy run)")
+    ap.add_argument("--variant", action="extend", nargs="+", default=[], metavar="NAME=field=value,...",
+                    help="changes to fast, each compared with paper (e.g. nogp=gp_every=1 j1=concurrent_stages=1)")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache" / "fast_vs_paper")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fast_vs_paper")
     args = ap.parse_args()
@@ -142,6 +160,8 @@ def main() -> None:
         configs = {name: preset(name).replace(**changes) for name in PRESETS}
     except (ValueError, TypeError) as e:
         fail(str(e))
+    configs.update(parse_variants(args.variant, configs["fast"]))
+    compared = [name for name in configs if name != "paper"]
 
     # check every input before training anything
     x0s = {}
@@ -156,6 +176,7 @@ def main() -> None:
     runs = {key: args.out / "runs" / f"{folder}_n{args.samples}" for key, folder in keys.items()}  # the figures
     figures = {key: load_figures(runs[key]) for key in keys}
     todo = [key for key in keys if figures[key] is None and not finished(args.cache / keys[key])]
+    todo.sort(key=lambda key: key[1] != "paper")  # the long `paper` trainings first
     print(f"{len(keys) - len(todo)} of {len(keys)} trainings already done (figures in {args.out}/runs or models in "
           f"{args.cache}); training {len(todo)}, {args.jobs} at a time, {args.threads} thread(s) each", flush=True)
     if todo:
@@ -165,22 +186,30 @@ def main() -> None:
             figures[key] = run_figures(args.cache / folder, key[0], key[1], configs[key[1]], args.samples)
             save_figures(runs[key], figures[key])
 
-    rows, flat = [], []
+    rows: dict[str, list[dict]] = {name: [] for name in compared}
+    flat = []
     for image in args.images:
-        paper, fast = figures[image, "paper"], figures[image, "fast"]
-        rows.append({"image": image.stem, "paper": paper, "fast": fast, "verdicts": verdicts(paper, fast)})
-        for name, fig in (("paper", paper), ("fast", fast)):
+        paper = figures[image, "paper"]
+        for name in configs:
+            fig = figures[image, name]
+            passed = {}
+            if name != "paper":
+                rows[name].append({"image": image.stem, "paper": paper, "fast": fig, "verdicts": verdicts(paper, fig)})
+                passed = {f"pass_{k}": v for k, v in rows[name][-1]["verdicts"].items()}
             flat.append({"image": image.stem, "preset": name, "config_hash": fig["config_hash"],
                          "threads": args.threads, "scales": fig["scales"], "wall_s": fig["wall_s"],
                          "swd": fig["swd"], "diversity": fig["diversity"], "rec_rmse": fig["rec_rmse"],
-                         "total_iterations": sum(fig["iterations"]),
-                         **({f"pass_{k}": v for k, v in rows[-1]["verdicts"].items()} if name == "fast" else {})})
-        write_grid(args.out / f"{image.stem}.png", [("x_0", [x0s[image]]), ("paper", list(paper["shown"])),
-                                                    ("fast", list(fast["shown"]))])
+                         "total_iterations": sum(fig["iterations"]), **passed})
+        write_grid(args.out / f"{image.stem}.png", [("x_0", [x0s[image]])]
+                   + [(name, list(figures[image, name]["shown"])) for name in configs])
     print(f"\nfast_vs_paper: max_size {args.max_size}, {args.threads} thread(s) per training, {args.jobs} at a time, "
-          f"{args.samples} samples; paper {configs['paper'].hash()}, fast {configs['fast'].hash()}"
+          f"{args.samples} samples; " + ", ".join(f"{name} {cfg.hash()}" for name, cfg in configs.items())
           + (f", --set {' '.join(args.overrides)}" if args.overrides else ""))
-    report(rows)
+    for name in compared:
+        if name != "fast":
+            changed = {k: v for k, v in configs[name].to_dict().items() if v != getattr(configs["fast"], k)}
+            print(f"\n{name} = fast with {', '.join(f'{k}={v}' for k, v in changed.items())}")
+        report(rows[name], name)
     write_table(args.out, "fast_vs_paper", flat)
     print(f"\nwrote {args.out}/fast_vs_paper.csv, one PNG per image (x_0, {SHOWN} paper, {SHOWN} fast samples) and "
           f"{args.out}/runs/")

@@ -25,10 +25,15 @@ CHOICES = {
     "upsample": ("float", "uint8"),
     "bias_init": ("zero", "torch"),
 }
-# Fields added after the first release enter the config hash only when they differ from their default, so the
-# hash of a config that does not use them (and so every saved model and cache key) stays what it was.
-HASHED_WHEN_SET = ("rec_noise", "noise_draw", "g_input", "upsample", "bias_init", "gp_every",
-                   "early_stop_patience", "early_stop_tol", "concurrent_stages", "concurrent_lr_scale")
+# Fields added after the first release, with the behaviour the trainer had before each existed. A field enters the
+# config hash only when its value differs from that one, so the hash of a config that trains as before (and so
+# every saved model and cache key) stays what it was, and changing a default (which changes what a preset trains)
+# changes the preset's hash.
+HASHED_WHEN_SET: dict[str, Any] = {
+    "rec_noise": "fixed", "noise_draw": "step", "g_input": "fresh", "upsample": "float", "bias_init": "zero",
+    "gp_every": 1, "early_stop_patience": 0, "early_stop_tol": 0.01, "concurrent_stages": 1,
+    "concurrent_lr_scale": 0.1,
+}
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,8 @@ class Config:
     noise_amp: float = 0.1  # sigma_n = noise_amp * RMSE(x_n, up(x~rec_{n+1}))
     patch_size: int = 11  # patch side of the Frechet patch loss
     # noise (the paper's text | the authors' code)
-    rec_noise: str = "fixed"  # fixed: z* drawn once | redraw: the coarsest reconstruction noise redrawn every iteration
+    rec_noise: str = "redraw"  # redraw: the coarsest reconstruction noise redrawn every iteration, the last kept,
+    # as the authors' code (issue 11: their sample quality) | fixed: z* drawn once, the paper's text
     noise_draw: str = "step"  # step: a fresh z_n for every D and G step | iteration: one z_n per iteration
     g_input: str = "fresh"  # fresh: each G step on a new (z_n, up(x~_{n+1})) | last-d: the last D step's
     upsample: str = "float"  # float | uint8: up(x~_{n+1}) clamped and truncated to 8 bits first, as the authors'
@@ -144,12 +150,11 @@ class Config:
 
     def hash(self) -> str:
         """Short stable hash of everything that changes the trained model (not `prefetch`; the fields of
-        HASHED_WHEN_SET only when they are not at their default)."""
-        defaults = Config()
+        HASHED_WHEN_SET only when they differ from the behaviour that came before them)."""
         data = {
             k: v
             for k, v in self.to_dict().items()
-            if k != "prefetch" and not (k in HASHED_WHEN_SET and v == getattr(defaults, k))
+            if k != "prefetch" and not (k in HASHED_WHEN_SET and v == HASHED_WHEN_SET[k])
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 

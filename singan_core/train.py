@@ -234,8 +234,8 @@ def train_stage(
 
     d_step = gp_evaluations = 0
     stopper = EarlyStop(cfg.early_stop_patience, cfg.early_stop_tol, K)
-    # image -> its G_n, D_n, window generators, iterations and penalty evaluations when it stopped early
-    finished: dict[int, tuple[Generator, Discriminator, list, int, int]] = {}
+    # image -> its G_n, D_n, window generators, iterations, penalty evaluations and z* when it stopped early
+    finished: dict[int, tuple[Generator, Discriminator, list, int, int, torch.Tensor]] = {}
     for it in bar:
         if redraw_z_star:  # the authors' code: z* redrawn every iteration, the last draw kept
             z_star = rec_noise = for_each_image(coarsest_noise(M, shape, device))
@@ -293,15 +293,16 @@ def train_stage(
         for j in stopped:  # in a pack the others go on; image j keeps the networks it had here
             if j not in finished:
                 Gj, Dj = (unpack_counted(copy.deepcopy(net), offsets)[j] for net, offsets in nets_offsets)
-                finished[j] = (Gj, Dj, window.snapshot(j), it + 1, gp_evaluations)
+                finished[j] = (Gj, Dj, window.snapshot(j), it + 1, gp_evaluations, each_image(z_star, K)[j])
         if len(finished) == K:
             break
     bar.close()
 
     Gs, Ds = (unpack_counted(net.eval().requires_grad_(False), offsets) for net, offsets in nets_offsets)
-    ran, penalties = [iters] * K, [gp_evaluations] * K
-    for j, (Gj, Dj, _, n, p) in finished.items():
+    ran, penalties, z_stars = [iters] * K, [gp_evaluations] * K, each_image(z_star, K)
+    for j, (Gj, Dj, _, n, p, z) in finished.items():  # (a redrawn z* is the one of its last iteration)
         Gs[j], Ds[j], ran[j], penalties[j] = Gj.eval().requires_grad_(False), Dj.eval().requires_grad_(False), n, p
+        z_stars[j] = z
     retrained = window.finish({j: f[2] for j, f in finished.items()})
     seconds = time.perf_counter() - t0
     stages, reports = [], []
@@ -323,7 +324,7 @@ def train_stage(
             "loss_rec": curves[j][-1][3],
             "curve": curves[j],  # [iteration, loss_d, loss_adv, loss_rec]
         })
-    return stages, each_image(z_star, K), reports, retrained
+    return stages, z_stars, reports, retrained
 
 
 # ---------------------------------------------------------------------------- the pyramid
@@ -359,8 +360,12 @@ def train(
     With `out`, the pyramid so far is saved there after every scale, and a run restarted into the
     same folder (same image, same config) resumes from the last finished scale.
     `on_stage(report)` is called after each finished scale.
+    Several images train with `rec_noise=fixed` (recorded in the model's config): each image's own z* is what
+    tells G_N which image to reconstruct, so it cannot be redrawn.
     """
     reals, r = prepare_reals(as_images(image), cfg)
+    if reals[-1].shape[0] > 1 and cfg.rec_noise == "redraw":
+        cfg = cfg.replace(rec_noise="fixed")
     callback = None if on_stage is None else (lambda _, report: on_stage(report))
     (model,) = _train_pack([reals], r, cfg, [out], device, progress, callback)
     return model

@@ -45,6 +45,12 @@ def test_fast_vs_paper_trains_both_presets_once_and_writes_the_figures(tmp_path)
     assert again.returncode == 0, again.stderr
     assert "2 of 2 trainings already done" in again.stdout and "training 0" in again.stdout
     assert not (tmp_path / "empty").exists()
+    # a variant of fast (a lever left out) trains once more and is compared with the same paper run
+    third = _run(image, *TOY, "--variant", "nogp=gp_every=1", "--cache", str(cache), "--out", str(out))
+    assert third.returncode == 0, third.stderr
+    assert "2 of 3 trainings already done" in third.stdout and "nogp = fast with gp_every=1" in third.stdout
+    assert "nogp overall (1 images)" in third.stdout
+    assert list(pd.read_csv(out / "fast_vs_paper.csv")["preset"]) == ["paper", "fast", "nogp"]
 
 
 def test_fast_vs_paper_refuses_bad_input_and_writes_nothing(tmp_path):
@@ -54,4 +60,6 @@ def test_fast_vs_paper_refuses_bad_input_and_writes_nothing(tmp_path):
     image = write_png(tmp_path / "toy.png", synthetic_image(24, 30, seed=1))
     res = _run(image, "--max-size", "24", "--set", "nosuch=1", "--out", str(out))
     assert res.returncode == 1 and res.stderr.startswith("error: unknown config field")
+    res = _run(image, "--max-size", "32", "--variant", "paper=niter=3", "--out", str(out))
+    assert res.returncode == 1 and res.stderr.startswith("error: --variant")
     assert not out.exists()

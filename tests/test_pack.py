@@ -17,7 +17,7 @@ VARIANTS = {
                 "bias_init": "torch", "upsample": "uint8"},
     "frechet": {"adv_loss": "frechet-patch", "padding": "replicate"},
     # lazy penalty, and early stops at different iterations per image (the pack goes on without the stopped ones)
-    "levers": {"gp_every": 2, "early_stop_patience": 1, "early_stop_tol": 0.04},
+    "levers": {"gp_every": 2, "early_stop_patience": 1, "early_stop_tol": 0.06},
     # ConSinGAN's concurrent stages (with early stops: each image keeps its window's generators where it stopped)
     "concurrent": {"concurrent_stages": 3, "concurrent_lr_scale": 0.5, "early_stop_patience": 1,
                    "early_stop_tol": 0.1},
