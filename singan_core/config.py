@@ -198,13 +198,12 @@ PRESETS: dict[str, Config] = {
     # (singan_core.applications.highres.highres_rule(500)): receptive field x s (10 layers of 3x3, 21 px),
     # min_size x s (same number of scales), width 32 s^2 = 128 fixed over the scales, High-Res-SinGAN's epoch decay.
     "highres": Config(max_size=500, min_size=50, num_layer=10, nfc=128, nfc_max=128, epoch_decay=True),
-    # A CANDIDATE for issue 12, NOT yet validated by benchmarks/fast_vs_paper.py (its quality against `paper` is
-    # unmeasured): the paper's model with a quarter of the iterations (High-Res-SinGAN's epoch decay on top), 2 D
-    # steps and 1 G step (IMA206), the gradient penalty on every 4th D step (lazy, StyleGAN2), a scale stopped early
-    # when its losses stopped moving, and G_{n+1} trained with G_n at lr x 0.1 (ConSinGAN). Built on `paper`, so it
-    # follows the paper preset's settled choices. Time, an ESTIMATE (not run end to end): ~35x less than `paper`,
-    # so a 250 px pyramid in ~35 min on one thread (paper: 20 h), before any early stop; from seconds per iteration
-    # of both presets measured back to back at scales 4-8 of birds.png (1 thread, loaded machine), times iterations.
+    # A CANDIDATE for issue 12 that does NOT yet hold: the paper's model with a quarter of the iterations
+    # (High-Res-SinGAN's epoch decay on top), 2 D steps and 1 G step (IMA206), the gradient penalty on every 4th D
+    # step (lazy, StyleGAN2), a scale stopped early when its losses stopped moving, and G_{n+1} trained with G_n at
+    # lr x 0.1 (ConSinGAN). Built on `paper`, so it follows the paper preset's settled choices. Measured by
+    # benchmarks/fast_vs_paper.py at 96 px, 1 thread: 13.3x less time than `paper` on birds (3.5 against 46.6 min;
+    # the target is 20x), and its samples are visibly blurrier (README, "The fast preset against paper").
     "fast": _PAPER.replace(niter=500, dsteps=2, gsteps=1, gp_every=4, epoch_decay=True, early_stop_patience=100,
                              early_stop_tol=0.02, concurrent_stages=2),
     # seconds on a tiny image, for tests
