@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 import torch
-from reference_parity import SHOWN, finished, load_ours, measure, train_all, write_grid, write_table
+from reference_parity import SHOWN, finished, load_ours, measure, parse_variants, train_all, write_grid, write_table
 
 from singan_core.config import Config, parse_overrides, preset
 from singan_core.images import ImageError, atomic_write, load_image, to_pil
@@ -124,20 +124,6 @@ def report(rows: list[dict], name: str = "fast") -> None:
     print(f"{name}'s longest training: {slowest / 60:.1f} min (the issue's S = 250 target: at most 60 min)")
 
 
-def parse_variants(specs: list[str], fast: Config) -> dict[str, Config]:
-    """NAME=field=value[,field=value] -> fast with those fields changed."""
-    variants: dict[str, Config] = {}
-    for spec in specs:
-        name, _, assignments = spec.partition("=")
-        if not name or not assignments or name in (*PRESETS, *variants):
-            fail(f"--variant {spec!r}: expected a new NAME=field=value[,field=value] (not 'paper' or 'fast')")
-        try:
-            variants[name] = fast.override(assignments.split(","))
-        except ValueError as e:
-            fail(f"--variant {spec!r}: {e}")
-    return variants
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("images", nargs="+", type=Path)
@@ -160,7 +146,7 @@ def main() -> None:
         configs = {name: preset(name).replace(**changes) for name in PRESETS}
     except (ValueError, TypeError) as e:
         fail(str(e))
-    configs.update(parse_variants(args.variant, configs["fast"]))
+    configs.update(parse_variants(args.variant, configs["fast"], reserved=PRESETS))
     compared = [name for name in configs if name != "paper"]
 
     # check every input before training anything

@@ -297,12 +297,14 @@ def write_outputs(out: Path, rows: list[dict], grids: dict[str, list[tuple[str, 
 
 
 # ---------------------------------------------------------------------------- main
-def parse_variants(specs: list[str], base: Config) -> dict[str, Config]:
-    variants = {"paper": base}
+def parse_variants(specs: list[str], base: Config, reserved: tuple[str, ...] = ("paper",)) -> dict[str, Config]:
+    """`--variant` NAME=field=value[,field=value] -> base with those fields changed; names new and not reserved."""
+    variants: dict[str, Config] = {}
     for spec in specs:
         name, _, assignments = spec.partition("=")
-        if not name or not assignments or name in variants:
-            fail(f"--variant {spec!r}: expected a new NAME=field=value[,field=value] (not 'paper', names unique)")
+        if not name or not assignments or name in (*reserved, *variants):
+            fail(f"--variant {spec!r}: expected a new NAME=field=value[,field=value] (not "
+                 f"{' or '.join(repr(r) for r in reserved)}, names unique)")
         try:
             variants[name] = base.override(assignments.split(","))
         except (ValueError, TypeError) as e:
@@ -336,7 +338,7 @@ def main() -> None:
         base = preset("paper").replace(max_size=args.max_size, niter=args.niter, seed=args.seed)
     except ValueError as e:
         fail(str(e))
-    variants = parse_variants(args.variant, base)
+    variants = {"paper": base, **parse_variants(args.variant, base)}
 
     # check every input before training anything
     x0s, authors = {}, {}
