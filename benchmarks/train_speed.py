@@ -1,6 +1,7 @@
 """Training and sampling speed at the paper's settings, with the figures the engine issue asks for.
 
     python benchmarks/train_speed.py IMAGE [--threads 1] [--epochs 3] [--scales all|finest|N,M] [--device cpu|cuda]
+        [--set field=value]...
 
 Per scale: shape, channels, seconds per epoch (one epoch = one iteration of Dsteps D steps and
 Gsteps G steps), conv GFLOP/s achieved (the FLOPs of direct convolutions, counted with torch's
@@ -202,11 +203,16 @@ def main() -> None:
     ap.add_argument("--scales", default="all", help="all, finest, or comma-separated stage indices (0 = coarsest)")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference-style epochs")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a config field changed from the preset, repeatable (e.g. --set rec_noise=fixed)")
     args = ap.parse_args()
     global DEVICE
     DEVICE = resolve_device(args.device)
     torch.set_num_threads(args.threads)
-    cfg = preset(args.preset)
+    try:
+        cfg = preset(args.preset).override(args.overrides)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     reals, r = prepare_reals([load_image(args.image)], cfg)
     reals = [x.to(DEVICE) for x in reals]
     n_stages = len(reals)
@@ -215,7 +221,8 @@ def main() -> None:
 
     peak = conv_peak(128, tuple(reals[-1].shape[-2:]))
     print(f"image {args.image}: {n_stages} scales, r = {r:.4f}, finest {tuple(reals[-1].shape[-2:])}, "
-          f"{args.threads} thread(s), preset {args.preset}, device {DEVICE}")
+          f"{args.threads} thread(s), preset {args.preset}"
+          + (f" with {' '.join(args.overrides)}" if args.overrides else "") + f", device {DEVICE}")
     print(f"conv peak (3x3, 128->128, finest size, forward): {peak:.1f} GFLOP/s")
     columns = ("stage", 5), ("shape", 9), ("ch", 4), ("s/epoch", 8), ("GFLOP/s", 8), ("%peak", 6), ("ref s/ep", 9)
     print(" ".join(f"{name:>{width}}" for name, width in columns) + f" {'speedup':>8}")
@@ -242,7 +249,7 @@ def main() -> None:
     floor = sample_flops / (peak * 1e9)
     print(f"sampling: {per_sample:.3f} s/sample (batched, 50 samples), conv floor {floor:.3f} s "
           f"({per_sample / floor:.2f}x the floor; {sample_flops / 1e9:.1f} GFLOP per sample)")
-    if args.threads == 1 and args.image.endswith("birds.png") and args.preset == "paper":
+    if args.threads == 1 and args.image.endswith("birds.png") and args.preset == "paper" and not args.overrides:
         print(f"vs the authors' code as measured in the engine issue (birds.png, 1 thread: {AUTHORS_EPOCH} s/epoch, "
               f"{AUTHORS_FINEST} s at the finest scale, {AUTHORS_SAMPLE} s/sample): "
               + (f"{AUTHORS_EPOCH / total_engine:.2f}x per epoch, " if args.scales == "all" else "")

@@ -51,6 +51,12 @@ def test_fast_vs_paper_trains_both_presets_once_and_writes_the_figures(tmp_path)
     assert "2 of 3 trainings already done" in third.stdout and "nogp = fast with gp_every=1" in third.stdout
     assert "nogp overall (1 images)" in third.stdout
     assert list(pd.read_csv(out / "fast_vs_paper.csv")["preset"]) == ["paper", "fast", "nogp"]
+    # --no-paper (S = 250, where paper takes a day): fast alone, nothing trained for paper
+    alone = _run(image, *TOY, "--no-paper", "--cache", str(cache), "--out", str(tmp_path / "alone"))
+    assert alone.returncode == 0, alone.stderr
+    assert "1 of 1 trainings already done" in alone.stdout and "fast alone (no paper run)" in alone.stdout
+    assert "| toy (" in alone.stdout and "against paper" not in alone.stdout
+    assert list(pd.read_csv(tmp_path / "alone" / "fast_vs_paper.csv")["preset"]) == ["fast"]
 
 
 def test_fast_vs_paper_refuses_bad_input_and_writes_nothing(tmp_path):
