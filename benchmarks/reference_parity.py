@@ -1,6 +1,7 @@
 """This project's `paper` preset (and ablation variants) against the SinGAN authors' own code (issue 11).
 
     python benchmarks/reference_parity.py --import-authors RUN_DIR...
+    python benchmarks/reference_parity.py --pool PARITY_CSV[:VARIANT]...
     python benchmarks/reference_parity.py IMAGE... [--max-size 96] [--niter 500] [--seed 1] [--samples 50]
         [--variant NAME=field=value,field=value ...] [--jobs 2] [--cache DIR] [--out DIR]
 
@@ -36,6 +37,10 @@ Per variant it prints the issue's table and a summary over the images with the i
 checked per image: patch SWD at most 1.05x theirs, diversity within 10% of theirs, rec RMSE no worse, every
 channel's mean drift within 0.02. `--out` gets parity.csv (and parity.parquet when pandas is installed) and
 <stem>.png per image: x_0, then rows of the reconstruction and 4 samples for the authors and each variant.
+
+`--pool CSV[:VARIANT]...` reads one variant (default paper) from each parity.csv given (one per seed, say) and
+prints the same table and targets for the mean of every figure over those runs, per image, on each side: one
+seed's diversity or drift swings more than the targets allow. It trains nothing.
 """
 
 from __future__ import annotations
@@ -220,8 +225,8 @@ def _signed(values: list[float]) -> str:
     return ",".join(f"{v:+.3f}" for v in values)
 
 
-def print_block(name: str, cfg: Config, rows: list[dict]) -> None:
-    print(f"\n### {name} (config {cfg.hash()})\n")
+def print_block(name: str, cfg: Config | None, rows: list[dict], hashes: str = "") -> None:
+    print(f"\n### {name} (config {cfg.hash() if cfg is not None else hashes})\n")
     print("| image | patch SWD ours / authors' (ratio) | diversity ours / authors' | contrast ours, authors' "
           "| rec RMSE ours / authors' | mean drift R,G,B ours; authors' | sigma 2nd, 3rd coarsest ours; authors' "
           "| training wall time ours, authors' |")
@@ -296,6 +301,41 @@ def write_outputs(out: Path, rows: list[dict], grids: dict[str, list[tuple[str, 
         write_grid(out / f"{stem}.png", grid)
 
 
+def pool(specs: list[str]) -> None:
+    """Print the table and targets of the mean of every figure, each side, over the runs named by `specs`:
+    each a parity.csv of this script, optionally :VARIANT (default paper), the one variant taken from it."""
+    groups: dict[str, list[dict]] = {}
+    used: list[str] = []
+    for spec in specs:
+        path, variant = spec, "paper"
+        if spec.rpartition(":")[0].endswith(".csv"):
+            path, _, variant = spec.rpartition(":")
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except OSError as e:
+            fail(f"--pool: cannot read {path}: {e.strerror}")
+        if not rows or "swd_authors" not in rows[0]:
+            fail(f"--pool: {path} is not a parity.csv of this script")
+        chosen = [r for r in rows if r["variant"] == variant]
+        if not chosen:
+            have = ", ".join(sorted({r["variant"] for r in rows}))
+            fail(f"--pool: {path} has no variant {variant!r} (it has {have})")
+        for row in chosen:
+            groups.setdefault(row["image"], []).append(row)
+        used += [r["config_hash"] for r in chosen]
+
+    def side(rows: list[dict], name: str) -> dict:
+        mean = lambda key: sum(float(r[f"{key}_{name}"]) for r in rows) / len(rows)  # noqa: E731
+        out = {k: mean(k) for k in ("swd", "diversity", "rec_rmse", "sigma2", "sigma3", "wall_s")}
+        out.update({k: [mean(f"{k}_{ch}") for ch in "rgb"] for k in ("contrast", "drift")})
+        return {**out, "shape": "/".join(sorted({r[f"shape_{name}"] for r in rows}))}
+
+    block = [{"image": f"{image}, {len(rows)} runs", "scales": rows[0]["scales"], "ours": side(rows, "ours"),
+              "authors": side(rows, "authors")} for image, rows in groups.items()]
+    print_block("means over the runs", None, block, ", ".join(dict.fromkeys(used)))
+
+
 # ---------------------------------------------------------------------------- main
 def parse_variants(specs: list[str], base: Config, reserved: tuple[str, ...] = ("paper",)) -> dict[str, Config]:
     """`--variant` NAME=field=value[,field=value] -> base with those fields changed; names new and not reserved."""
@@ -316,6 +356,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("images", nargs="*", type=Path)
     ap.add_argument("--import-authors", nargs="+", type=Path, metavar="RUN_DIR")
+    ap.add_argument("--pool", nargs="+", metavar="PARITY_CSV[:VARIANT]",
+                    help="print the means over these runs (a parity.csv, the variant taken from it: default "
+                         "paper); trains nothing")
     ap.add_argument("--max-size", type=int, default=96)
     ap.add_argument("--niter", type=int, default=500)
     ap.add_argument("--seed", type=int, default=1)
@@ -330,8 +373,11 @@ def main() -> None:
         for run in args.import_authors:
             import_authors(run, args.authors)
         return
+    if args.pool:
+        pool(args.pool)
+        return
     if not args.images:
-        fail("give IMAGE... to compare, or --import-authors RUN_DIR...")
+        fail("give IMAGE... to compare, --import-authors RUN_DIR... or --pool PARITY_CSV...")
     if args.samples < SHOWN or args.jobs < 1:
         fail(f"--samples must be at least {SHOWN} and --jobs at least 1")
     try:

@@ -1,4 +1,5 @@
-"""benchmarks/reference_parity.py --import-authors: the authors' run folder becomes small RGB files, no weights."""
+"""benchmarks/reference_parity.py: --import-authors makes the authors' run folder small RGB files, no weights;
+--pool averages the figures of several runs."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "reference_parity.py"
 
 
-def _import(*args: str) -> subprocess.CompletedProcess:
+def _run(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(SCRIPT), "--import-authors", *args], capture_output=True, text=True,
-                          env=env)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env)
+
+
+def _import(*args: str) -> subprocess.CompletedProcess:
+    return _run("--import-authors", *args)
 
 
 def _authors_run(run: Path) -> np.ndarray:
@@ -65,3 +69,35 @@ def test_import_refuses_an_unfinished_run_and_writes_nothing(tmp_path):
     assert done.returncode == 1
     assert done.stderr.startswith("error: ") and "timing.json" in done.stderr and len(done.stderr.splitlines()) == 1
     assert not (tmp_path / "authors").exists()
+
+
+def _parity_csv(path: Path, rows: list[tuple[str, str, float, float, float]]) -> Path:
+    """A parity.csv as the script writes it: (image, variant, our SWD, our diversity, our largest drift) per row;
+    the authors' side is SWD 0.1, diversity 0.5, no drift."""
+    fields = ["image", "variant", "config_hash", "scales"]
+    for side in ("ours", "authors"):
+        fields += [f"{k}_{side}" for k in ("swd", "diversity", "rec_rmse")]
+        fields += [f"{k}_{ch}_{side}" for k in ("contrast", "drift") for ch in "rgb"]
+        fields += [f"{k}_{side}" for k in ("sigma2", "sigma3", "wall_s", "shape")]
+    lines = [",".join(fields)]
+    for image, variant, swd, div, drift in rows:
+        ours = [swd, div, 0.04, 1, 1, 1, drift, 0, 0, 0.02, 0.01, 60, "65x96"]
+        theirs = [0.1, 0.5, 0.05, 1, 1, 1, 0, 0, 0, 0.02, 0.01, 60, "65x96"]
+        lines.append(",".join(map(str, [image, variant, "abc", 5, *ours, *theirs])))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_pool_judges_the_means_over_runs(tmp_path):
+    # seed 1 alone fails diversity (0.58 against 0.5) and drift (0.03); the mean with seed 2 meets every target
+    one = _parity_csv(tmp_path / "one.csv", [("photo", "paper", 0.09, 0.58, 0.03), ("photo", "other", 0.5, 0.5, 0)])
+    two = _parity_csv(tmp_path / "two.csv", [("photo", "redraw", 0.10, 0.46, 0.0)])
+    alone = _run("--pool", str(one))
+    assert alone.returncode == 0, alone.stderr
+    assert "photo, 1 runs" in alone.stdout and "targets NOT all met" in alone.stdout
+    both = _run("--pool", str(one), f"{two}:redraw")
+    assert both.returncode == 0, both.stderr
+    assert "0.09500 / 0.10000 (0.95x)" in both.stdout and "0.520 / 0.500" in both.stdout
+    assert "max |drift| 0.015" in both.stdout and "all targets met" in both.stdout
+    missing = _run("--pool", f"{two}:paper")
+    assert missing.returncode == 1 and "no variant 'paper'" in missing.stderr
