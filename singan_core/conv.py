@@ -9,8 +9,8 @@ with a relative difference of about 5e-6, the size of float32 rounding.
 The forward pass and the input gradient (itself a convolution of the output gradient with the
 flipped, transposed kernel) use Winograd; the weight gradient uses PyTorch's kernel. The backward
 pass is written with differentiable operations, so the double backward of the WGAN-GP penalty also
-runs through Winograd. Narrow layers, grouped convolutions (packed training), GPUs and other dtypes
-use torch's own convolution.
+runs through Winograd. Narrow layers, grouped convolutions (packed training), GPUs, other dtypes and
+bfloat16 autocast (`precision=bfloat16`) use torch's own convolution.
 NNPACK sizes its thread pool from torch's thread count at its first use: set that count first.
 """
 
@@ -48,6 +48,7 @@ def use_winograd(x: torch.Tensor, weight: torch.Tensor, groups: int = 1) -> bool
         and groups == 1
         and _enabled
         and x.device.type == "cpu"
+        and not torch.is_autocast_enabled("cpu")  # bfloat16 training: oneDNN's bfloat16 kernels are faster
         and x.dtype == weight.dtype == torch.float32
         and weight.shape[-2:] == (3, 3)
         and min(weight.shape[0], weight.shape[1]) >= MIN_CHANNELS

@@ -20,6 +20,7 @@ one it gets trained alone, K trainings computed by the same kernels. `train` is 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
@@ -69,6 +70,13 @@ def frechet_patch_loss(real_mu: torch.Tensor, real_sqrt_cov: torch.Tensor, fake:
 
 
 # ---------------------------------------------------------------------------- helpers
+def arithmetic(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager:
+    """The forward passes of a training step: float32, or bfloat16 autocast (`precision`); backward runs outside."""
+    if cfg.precision == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def border_mean(x: torch.Tensor) -> float:
     """Mean of the border pixels of x (the `constant` padding value of IMA206)."""
     edges = (x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1])
@@ -245,13 +253,14 @@ def train_stage(
             i = pick()
             x = real[i : i + 1]
             z, prev, noises = (z_it if per_iteration else draw_z()), next(prevs), window.draw_noise()
-            with torch.no_grad():
-                fake = G(z, fed(prev, noises))
-            # separate passes: batching x_n, fake and interpolate would triple the GP's double backward
-            loss_d = -per_image_mean(D(x), K) + per_image_mean(D(fake), K)
-            if d_step % cfg.gp_every == 0:  # lazy regularization: every gp_every-th step, weight x gp_every
-                loss_d = loss_d + gradient_penalty(D, x, fake, cfg.gp_weight * cfg.gp_every)
-                gp_evaluations += 1
+            with arithmetic(cfg, device):
+                with torch.no_grad():
+                    fake = G(z, fed(prev, noises)).float()
+                # separate passes: batching x_n, fake and interpolate would triple the GP's double backward
+                loss_d = -per_image_mean(D(x).float(), K) + per_image_mean(D(fake).float(), K)
+                if d_step % cfg.gp_every == 0:  # lazy regularization: every gp_every-th step, weight x gp_every
+                    loss_d = loss_d + gradient_penalty(D, x, fake, cfg.gp_weight * cfg.gp_every)
+                    gp_evaluations += 1
             d_step += 1
             opt_d.zero_grad(set_to_none=True)
             loss_d.sum().backward()  # the images' losses are independent: each gets its own gradients
@@ -263,18 +272,19 @@ def train_stage(
             i = pick()
             if not reuse_d_input:
                 z, prev, noises = (z_it if per_iteration else draw_z()), next(prevs), window.draw_noise()
-            fake = G(z, fed(prev, noises))
-            if frechet:
-                loss_adv = torch.stack([frechet_patch_loss(*stats, f, cfg.patch_size)
-                                        for stats, f in zip(real_stats[i], each_image(fake, K), strict=True)]).float()
-            else:
-                loss_adv = -per_image_mean(D(fake), K)
-            if window.stages:
-                rec_in = window(rec_window[0][i : i + 1], [z[i : i + 1] for z in rec_window[1]])
-            else:
-                rec_in = rec_prev[i : i + 1]
-            rec = G(amp * rec_noise[i : i + 1], rec_in)
-            loss_rec = per_image_mean(F.mse_loss(rec, real[i : i + 1], reduction="none"), K)
+            with arithmetic(cfg, device):
+                fake = G(z, fed(prev, noises))
+                if frechet:
+                    loss_adv = torch.stack([frechet_patch_loss(*stats, f.float(), cfg.patch_size) for stats, f
+                                            in zip(real_stats[i], each_image(fake, K), strict=True)]).float()
+                else:
+                    loss_adv = -per_image_mean(D(fake).float(), K)
+                if window.stages:
+                    rec_in = window(rec_window[0][i : i + 1], [z[i : i + 1] for z in rec_window[1]])
+                else:
+                    rec_in = rec_prev[i : i + 1]
+                rec = G(amp * rec_noise[i : i + 1], rec_in).float()
+                loss_rec = per_image_mean(F.mse_loss(rec, real[i : i + 1], reduction="none"), K)
             opt_g.zero_grad(set_to_none=True)
             (loss_adv + cfg.alpha * loss_rec).sum().backward()
             opt_g.step()

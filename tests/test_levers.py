@@ -129,3 +129,31 @@ def test_the_fast_candidate_trains_from_the_cli_and_records_its_levers(tmp_path)
     assert [s["iterations"] for s in stages] == [model.config.iterations(k) for k in range(len(stages))]
     assert [s["trained_stages"] for s in stages][1:] == [[k - 1, k] for k in range(1, len(stages))]
     assert all(s["gp_evaluations"] == -(-s["iterations"] * fast.dsteps // fast.gp_every) for s in stages)
+
+
+def test_bfloat16_training_runs_its_passes_in_bfloat16_and_keeps_float32_weights(device, monkeypatch):
+    from singan_core import model as model_module
+
+    seen: set[torch.dtype] = set()
+    forward = model_module.Discriminator.forward
+
+    def spy(self, x):  # D_n's patch map: the output of its last convolution
+        out = forward(self, x)
+        seen.add(out.dtype)
+        return out
+
+    cfg = CFG.replace(niter=30, precision="bfloat16")
+    assert preset("paper").replace(precision="float32").hash() == PAPER_HASH != preset("paper").replace(
+        precision="bfloat16").hash()
+    monkeypatch.setattr(model_module.Discriminator, "forward", spy)
+    model = train(synthetic_image(36, 40, seed=3), cfg, progress=False, device=device)
+    assert torch.bfloat16 in seen  # the training passes ran in bfloat16 ...
+    assert model.config.precision == "bfloat16"  # ... recorded in the saved config
+    weights = [p for s in model.stages for p in s.generator.parameters()]
+    assert all(p.dtype == torch.float32 for p in weights)
+    sample = model.sample(2, seed=0)
+    assert sample.dtype == torch.float32 and torch.isfinite(sample).all()
+    for stage in model.report["stages"][1:]:  # each scale still learns to reconstruct its x_n
+        assert stage["curve"][-1][3] < stage["curve"][0][3]
+    with pytest.raises(ValueError, match="precision"):
+        CFG.replace(precision="float16")
