@@ -22,3 +22,14 @@ def set_threads(threads: int) -> None:
     times slower."""
     if threads > 0:
         torch.set_num_threads(int(threads))
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 convolutions natively (precision=bfloat16 is then faster than float32):
+    a GPU that supports bfloat16, or a CPU with AMX or AVX512-BF16. Elsewhere bfloat16 is emulated, and slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+        return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
+    return False

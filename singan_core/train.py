@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import Config
-from .devices import resolve_device
+from .devices import native_bfloat16, resolve_device
 from .images import resize
 from .levers import EarlyStop, Window, pack_counted, sigma_per_channel, unpack_counted
 from .metrics.frechet import psd_sqrt
@@ -75,6 +76,11 @@ def arithmetic(cfg: Config, device: torch.device) -> contextlib.AbstractContextM
     if cfg.precision == "bfloat16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def full(x: torch.Tensor) -> torch.Tensor:
+    """x in the training's own precision: a bfloat16 autocast result back to float32, anything else as it is."""
+    return x.float() if x.dtype == torch.bfloat16 else x
 
 
 def border_mean(x: torch.Tensor) -> float:
@@ -255,9 +261,9 @@ def train_stage(
             z, prev, noises = (z_it if per_iteration else draw_z()), next(prevs), window.draw_noise()
             with arithmetic(cfg, device):
                 with torch.no_grad():
-                    fake = G(z, fed(prev, noises)).float()
+                    fake = full(G(z, fed(prev, noises)))
                 # separate passes: batching x_n, fake and interpolate would triple the GP's double backward
-                loss_d = -per_image_mean(D(x).float(), K) + per_image_mean(D(fake).float(), K)
+                loss_d = -per_image_mean(full(D(x)), K) + per_image_mean(full(D(fake)), K)
                 if d_step % cfg.gp_every == 0:  # lazy regularization: every gp_every-th step, weight x gp_every
                     loss_d = loss_d + gradient_penalty(D, x, fake, cfg.gp_weight * cfg.gp_every)
                     gp_evaluations += 1
@@ -275,15 +281,15 @@ def train_stage(
             with arithmetic(cfg, device):
                 fake = G(z, fed(prev, noises))
                 if frechet:
-                    loss_adv = torch.stack([frechet_patch_loss(*stats, f.float(), cfg.patch_size) for stats, f
+                    loss_adv = torch.stack([frechet_patch_loss(*stats, full(f), cfg.patch_size) for stats, f
                                             in zip(real_stats[i], each_image(fake, K), strict=True)]).float()
                 else:
-                    loss_adv = -per_image_mean(D(fake).float(), K)
+                    loss_adv = -per_image_mean(full(D(fake)), K)
                 if window.stages:
                     rec_in = window(rec_window[0][i : i + 1], [z[i : i + 1] for z in rec_window[1]])
                 else:
                     rec_in = rec_prev[i : i + 1]
-                rec = G(amp * rec_noise[i : i + 1], rec_in).float()
+                rec = full(G(amp * rec_noise[i : i + 1], rec_in))
                 loss_rec = per_image_mean(F.mse_loss(rec, real[i : i + 1], reduction="none"), K)
             opt_g.zero_grad(set_to_none=True)
             (loss_adv + cfg.alpha * loss_rec).sum().backward()
@@ -434,6 +440,9 @@ def _train_pack(
     device = resolve_device(device) if not isinstance(device, torch.device) else device
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    if cfg.precision == "bfloat16" and not native_bfloat16(device):
+        warnings.warn(f"precision=bfloat16 is emulated on this {device.type} (no AMX, AVX512-BF16 or bfloat16 GPU) "
+                      "and trains slower than float32: --set precision=float32 is faster here", stacklevel=3)
     K, num_scales = len(image_reals), len(image_reals[0])
     metas = [{"image_hash": image_hash(reals[-1]), "config_hash": cfg.hash(), "complete": False}
              for reals in image_reals]

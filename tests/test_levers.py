@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -25,7 +27,7 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
         assert preset("paper").replace(**change).hash() != PAPER_HASH
     # the same losses for a fixed seed: the defaults spelled out train exactly what the config without them trains
     a = _trained(CFG)
-    b = _trained(CFG.replace(**defaults, early_stop_tol=0.01, concurrent_lr_scale=0.1))
+    b = _trained(CFG.replace(**defaults, early_stop_tol=0.01, concurrent_lr_scale=0.1, precision="float32"))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -157,3 +159,13 @@ def test_bfloat16_training_runs_its_passes_in_bfloat16_and_keeps_float32_weights
         assert stage["curve"][-1][3] < stage["curve"][0][3]
     with pytest.raises(ValueError, match="precision"):
         CFG.replace(precision="float16")
+
+
+def test_bfloat16_on_a_cpu_without_native_support_warns_that_float32_is_faster(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True})
+    with pytest.warns(UserWarning, match="precision=float32 is faster here"):
+        _trained(CFG.replace(niter=2, precision="bfloat16"), device="cpu")
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _trained(CFG.replace(niter=2, precision="bfloat16"), device="cpu")
