@@ -84,7 +84,7 @@ class Config:
     epoch_decay_rate: float = 0.1
     epoch_decay_floor: float = 0.3
     # the arithmetic of training: float32, or bfloat16 autocast (weights, optimiser and losses stay float32): about
-    # 2x faster convolutions on CPUs with AMX or AVX512-BF16 and on GPUs, slower on CPUs without them
+    # 1.2-3x faster convolutions on CPUs with AMX or AVX512-BF16 and on GPUs, slower on CPUs without them
     precision: str = "float32"
     # speed: how many iterations of frozen-coarser-generator outputs are drawn in one batch
     prefetch: int = 32
@@ -203,7 +203,7 @@ PRESETS: dict[str, Config] = {
     # min_size x s (same number of scales), width 32 s^2 = 128 fixed over the scales, High-Res-SinGAN's epoch decay.
     "highres": Config(max_size=500, min_size=50, num_layer=10, nfc=128, nfc_max=128, epoch_decay=True),
     # Issue 12's preset, 20x less time than `paper` at 96 px on one thread, NOT yet at its quality on every photo:
-    # 450 iterations with High-Res-SinGAN's epoch decay (about a sixth of paper's), 1 D step and 3 G steps (G's
+    # 450 iterations with High-Res-SinGAN's epoch decay (a fifth to a seventh of paper's), 1 D step and 3 G steps (G's
     # updates are what the reconstruction needs), the gradient penalty on every 4th D step (lazy, StyleGAN2), 32
     # channels up to the 5th scale, G_{n+1} trained with G_n at lr x 0.1 (ConSinGAN), a scale stopped early when its
     # losses stopped moving, and bfloat16 autocast (1.4x faster here; the time it saves buys the iterations).
