@@ -246,6 +246,7 @@ def train_stage(
     def draw_z() -> torch.Tensor:  # noise_amp_n * z_n for one step
         return amp * for_each_image(stage_noise(k, 1, shape, device))
 
+    precision = arithmetic(cfg, device)  # entered around the forward passes of every step
     d_step = gp_evaluations = 0
     stopper = EarlyStop(cfg.early_stop_patience, cfg.early_stop_tol, K)
     # image -> its G_n, D_n, window generators, iterations, penalty evaluations and z* when it stopped early
@@ -259,7 +260,7 @@ def train_stage(
             i = pick()
             x = real[i : i + 1]
             z, prev, noises = (z_it if per_iteration else draw_z()), next(prevs), window.draw_noise()
-            with arithmetic(cfg, device):
+            with precision:
                 with torch.no_grad():
                     fake = full(G(z, fed(prev, noises)))
                 # separate passes: batching x_n, fake and interpolate would triple the GP's double backward
@@ -278,7 +279,7 @@ def train_stage(
             i = pick()
             if not reuse_d_input:
                 z, prev, noises = (z_it if per_iteration else draw_z()), next(prevs), window.draw_noise()
-            with arithmetic(cfg, device):
+            with precision:
                 fake = G(z, fed(prev, noises))
                 if frechet:
                     loss_adv = torch.stack([frechet_patch_loss(*stats, full(f), cfg.patch_size) for stats, f
