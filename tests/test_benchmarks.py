@@ -99,5 +99,6 @@ def test_pool_judges_the_means_over_runs(tmp_path):
     assert both.returncode == 0, both.stderr
     assert "0.09500 / 0.10000 (0.95x)" in both.stdout and "0.520 / 0.500" in both.stdout
     assert "max |drift| 0.015" in both.stdout and "all targets met" in both.stdout
+    assert "images meeting every target: 1/1 (photo); issue 11 asks for at least 4 photos -> NOT met" in both.stdout
     missing = _run("--pool", f"{two}:paper")
     assert missing.returncode == 1 and "no variant 'paper'" in missing.stderr
