@@ -35,7 +35,8 @@ x_0, are printed once and in the CSV (x0_rmse_authors, rec_rmse_own_x0_authors).
 
 Per variant it prints the issue's table and a summary over the images with the issue's part-2 targets, each
 checked per image: patch SWD at most 1.05x theirs, diversity within 10% of theirs, rec RMSE no worse, every
-channel's mean drift within 0.02. `--out` gets parity.csv (and parity.parquet when pandas is installed) and
+channel's mean drift within 0.02, then the images that meet all four (the issue asks for at least 4
+photos). `--out` gets parity.csv (and parity.parquet when pandas is installed) and
 <stem>.png per image: x_0, then rows of the reconstruction and 4 samples for the authors and each variant.
 
 `--pool CSV[:VARIANT]...` reads one variant (default paper) from each parity.csv given (one per seed, say) and
