@@ -33,7 +33,7 @@ CHOICES = {
 HASHED_WHEN_SET: dict[str, Any] = {
     "rec_noise": "fixed", "noise_draw": "step", "g_input": "fresh", "upsample": "float", "bias_init": "zero",
     "gp_every": 1, "early_stop_patience": 0, "early_stop_tol": 0.01, "concurrent_stages": 1,
-    "concurrent_lr_scale": 0.1, "precision": "float32",
+    "concurrent_lr_scale": 0.1, "precision": "float32", "alpha_fine": 0.0, "alpha_fine_scales": 2,
 }
 
 
@@ -79,6 +79,8 @@ class Config:
     early_stop_tol: float = 0.01  # two successive windows of early_stop_patience iterations within this fraction
     concurrent_stages: int = 1  # ConSinGAN: train G_n together with the J - 1 coarser generators
     concurrent_lr_scale: float = 0.1  # ... those at lr x this factor
+    alpha_fine: float = 0.0  # 0: alpha at every scale; else the reconstruction weight of the finest
+    alpha_fine_scales: int = 2  # ... this many scales (sharper fine texture, the coarse structure left alone)
     # epoch decay (High-Res-SinGAN): scale k (0 = coarsest) trains niter * max(1 - k * rate, floor)
     epoch_decay: bool = False
     epoch_decay_rate: float = 0.1
@@ -109,6 +111,8 @@ class Config:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.early_stop_patience < 0 or self.early_stop_tol < 0:
             raise ValueError("early_stop_patience and early_stop_tol must not be negative")
+        if self.alpha_fine < 0 or self.alpha_fine_scales < 1:
+            raise ValueError("alpha_fine must not be negative and alpha_fine_scales must be at least 1")
         if self.concurrent_lr_scale <= 0:
             raise ValueError(f"concurrent_lr_scale must be positive, got {self.concurrent_lr_scale}")
         if self.concurrent_stages > 1 and self.upsample == "uint8":
@@ -133,6 +137,10 @@ class Config:
             return self.niter
         fraction = max(1.0 - k * self.epoch_decay_rate, self.epoch_decay_floor)
         return max(1, round(self.niter * fraction))
+
+    def alpha_at(self, k: int, n_scales: int) -> float:
+        """The reconstruction weight alpha at scale k (0 = coarsest) of an n_scales pyramid."""
+        return self.alpha_fine if self.alpha_fine and k >= n_scales - self.alpha_fine_scales else self.alpha
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)

@@ -203,6 +203,7 @@ def train_stage(
         rec_window = window.reconstruction_input(M, z_star)
 
     iters = cfg.iterations(k)
+    alpha = cfg.alpha_at(k, len(reals))
     frechet = cfg.adv_loss == "frechet-patch"
     dsteps = 0 if frechet else cfg.dsteps
     fused = device.type in ("cpu", "cuda")  # one kernel per step instead of one per parameter
@@ -293,7 +294,7 @@ def train_stage(
                 rec = full(G(amp * rec_noise[i : i + 1], rec_in))
                 loss_rec = per_image_mean(F.mse_loss(rec, real[i : i + 1], reduction="none"), K)
             opt_g.zero_grad(set_to_none=True)
-            (loss_adv + cfg.alpha * loss_rec).sum().backward()
+            (loss_adv + alpha * loss_rec).sum().backward()
             opt_g.step()
         D.requires_grad_(True)
         if dsteps:
@@ -331,6 +332,7 @@ def train_stage(
             "shape": list(shape),
             "channels": cfg.channels(k),
             "noise_amp": noise_amp[j],
+            "alpha": alpha,
             "iterations": ran[j],  # what the scale ran: fewer than planned_iterations when it stopped early
             "planned_iterations": iters,
             "gp_evaluations": penalties[j],  # D steps on which the gradient penalty was evaluated

@@ -27,7 +27,8 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
         assert preset("paper").replace(**change).hash() != PAPER_HASH
     # the same losses for a fixed seed: the defaults spelled out train exactly what the config without them trains
     a = _trained(CFG)
-    b = _trained(CFG.replace(**defaults, early_stop_tol=0.01, concurrent_lr_scale=0.1, precision="float32"))
+    b = _trained(CFG.replace(**defaults, early_stop_tol=0.01, concurrent_lr_scale=0.1, precision="float32",
+                             alpha_fine=0.0, alpha_fine_scales=2))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -38,6 +39,18 @@ def test_lazy_gradient_penalty_is_evaluated_every_nth_d_step():
     for stage in model.report["stages"]:
         assert stage["gp_evaluations"] == -(-8 * 3 // 4)  # D steps 0, 4, 8, ... of 24
     assert not torch.equal(model.sample(1, seed=0), _trained(CFG.replace(dsteps=3)).sample(1, seed=0))
+
+
+def test_alpha_fine_weights_the_reconstruction_of_the_finest_scales_only():
+    cfg = CFG.replace(alpha_fine=50.0, alpha_fine_scales=1)
+    assert [cfg.alpha_at(k, 3) for k in range(3)] == [10.0, 10.0, 50.0]
+    assert preset("paper").replace(alpha_fine=50.0).hash() != PAPER_HASH
+    model, plain = _trained(cfg), _trained(CFG)
+    n = len(model.report["stages"])
+    assert [s["alpha"] for s in model.report["stages"]] == [10.0] * (n - 1) + [50.0]
+    # the coarser scales train exactly as without the lever; the finest one differs
+    curves = [s["curve"] for s in model.report["stages"]], [s["curve"] for s in plain.report["stages"]]
+    assert curves[0][:-1] == curves[1][:-1] and curves[0][-1] != curves[1][-1]
 
 
 def test_early_stop_records_the_iterations_each_scale_ran():
@@ -54,7 +67,7 @@ def test_early_stop_records_the_iterations_each_scale_ran():
 
 
 @pytest.mark.parametrize("bad", [{"gp_every": 0}, {"early_stop_patience": -1}, {"concurrent_stages": 0},
-                                 {"concurrent_lr_scale": 0.0}])
+                                 {"concurrent_lr_scale": 0.0}, {"alpha_fine": -1.0}, {"alpha_fine_scales": 0}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)
