@@ -34,6 +34,7 @@ HASHED_WHEN_SET: dict[str, Any] = {
     "rec_noise": "fixed", "noise_draw": "step", "g_input": "fresh", "upsample": "float", "bias_init": "zero",
     "gp_every": 1, "early_stop_patience": 0, "early_stop_tol": 0.01, "concurrent_stages": 1,
     "concurrent_lr_scale": 0.1, "precision": "float32", "alpha_fine": 0.0, "alpha_fine_scales": 2,
+    "dsteps_coarse": 0, "niter_coarse": 0, "coarse_scales": 2,
 }
 
 
@@ -81,6 +82,9 @@ class Config:
     concurrent_lr_scale: float = 0.1  # ... those at lr x this factor
     alpha_fine: float = 0.0  # 0: alpha at every scale; else the reconstruction weight of the finest
     alpha_fine_scales: int = 2  # ... this many scales (sharper fine texture, the coarse structure left alone)
+    coarse_scales: int = 2  # the coarsest scales, where the global structure is made and an iteration is cheap:
+    dsteps_coarse: int = 0  # ... 0: dsteps there too; else their D steps per iteration
+    niter_coarse: int = 0  # ... 0: niter there too (epoch decay applied); else their iterations
     # epoch decay (High-Res-SinGAN): scale k (0 = coarsest) trains niter * max(1 - k * rate, floor)
     epoch_decay: bool = False
     epoch_decay_rate: float = 0.1
@@ -113,6 +117,8 @@ class Config:
             raise ValueError("early_stop_patience and early_stop_tol must not be negative")
         if self.alpha_fine < 0 or self.alpha_fine_scales < 1:
             raise ValueError("alpha_fine must not be negative and alpha_fine_scales must be at least 1")
+        if self.dsteps_coarse < 0 or self.niter_coarse < 0 or self.coarse_scales < 1:
+            raise ValueError("dsteps_coarse and niter_coarse must not be negative, coarse_scales must be at least 1")
         if self.concurrent_lr_scale <= 0:
             raise ValueError(f"concurrent_lr_scale must be positive, got {self.concurrent_lr_scale}")
         if self.concurrent_stages > 1 and self.upsample == "uint8":
@@ -133,6 +139,8 @@ class Config:
 
     def iterations(self, k: int) -> int:
         """Iterations at scale k counted from the coarsest; High-Res-SinGAN's linear epoch decay when enabled."""
+        if self.niter_coarse and k < self.coarse_scales:
+            return self.niter_coarse
         if not self.epoch_decay:
             return self.niter
         fraction = max(1.0 - k * self.epoch_decay_rate, self.epoch_decay_floor)
@@ -141,6 +149,10 @@ class Config:
     def alpha_at(self, k: int, n_scales: int) -> float:
         """The reconstruction weight alpha at scale k (0 = coarsest) of an n_scales pyramid."""
         return self.alpha_fine if self.alpha_fine and k >= n_scales - self.alpha_fine_scales else self.alpha
+
+    def dsteps_at(self, k: int) -> int:
+        """D steps per iteration at scale k (0 = coarsest)."""
+        return self.dsteps_coarse if self.dsteps_coarse and k < self.coarse_scales else self.dsteps
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)

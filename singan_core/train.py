@@ -205,7 +205,7 @@ def train_stage(
     iters = cfg.iterations(k)
     alpha = cfg.alpha_at(k, len(reals))
     frechet = cfg.adv_loss == "frechet-patch"
-    dsteps = 0 if frechet else cfg.dsteps
+    dsteps = 0 if frechet else cfg.dsteps_at(k)
     fused = device.type in ("cpu", "cuda")  # one kernel per step instead of one per parameter
     g_params: list[dict[str, Any]] = [{"params": list(G.parameters())}]
     if window.stages:
@@ -333,6 +333,7 @@ def train_stage(
             "channels": cfg.channels(k),
             "noise_amp": noise_amp[j],
             "alpha": alpha,
+            "dsteps": dsteps,  # D steps per iteration at this scale
             "iterations": ran[j],  # what the scale ran: fewer than planned_iterations when it stopped early
             "planned_iterations": iters,
             "gp_evaluations": penalties[j],  # D steps on which the gradient penalty was evaluated

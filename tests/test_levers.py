@@ -28,7 +28,7 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
     # the same losses for a fixed seed: the defaults spelled out train exactly what the config without them trains
     a = _trained(CFG)
     b = _trained(CFG.replace(**defaults, early_stop_tol=0.01, concurrent_lr_scale=0.1, precision="float32",
-                             alpha_fine=0.0, alpha_fine_scales=2))
+                             alpha_fine=0.0, alpha_fine_scales=2, dsteps_coarse=0, niter_coarse=0, coarse_scales=2))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -53,6 +53,28 @@ def test_alpha_fine_weights_the_reconstruction_of_the_finest_scales_only():
     assert curves[0][:-1] == curves[1][:-1] and curves[0][-1] != curves[1][-1]
 
 
+def test_dsteps_coarse_gives_the_coarsest_scales_more_discriminator_steps_only():
+    cfg = CFG.replace(dsteps_coarse=3, coarse_scales=1)
+    assert [cfg.dsteps_at(k) for k in range(3)] == [3, 1, 1]
+    assert preset("paper").replace(dsteps_coarse=3).hash() != PAPER_HASH
+    model = _trained(cfg)
+    stages = model.report["stages"]
+    assert [s["dsteps"] for s in stages] == [3] + [1] * (len(stages) - 1)
+    assert [s["gp_evaluations"] for s in stages] == [8 * 3] + [8] * (len(stages) - 1)
+    # a coarsest scale trained otherwise changes what every finer scale is trained on
+    plain = _trained(CFG)
+    assert stages[0]["curve"] != plain.report["stages"][0]["curve"]
+
+
+def test_niter_coarse_sets_the_iterations_of_the_coarsest_scales():
+    cfg = CFG.replace(niter=6, niter_coarse=10, coarse_scales=2, epoch_decay=True, epoch_decay_rate=0.25)
+    assert [cfg.iterations(k) for k in range(4)] == [10, 10, 3, 2]  # epoch decay on the finer scales only
+    model = _trained(cfg)
+    stages = model.report["stages"]
+    assert [s["iterations"] for s in stages] == [cfg.iterations(k) for k in range(len(stages))]
+    assert stages[0]["curve"][-1][0] == 9
+
+
 def test_early_stop_records_the_iterations_each_scale_ran():
     # tolerance so wide that every scale stops at its second window: iteration 2 x patience
     model = _trained(CFG.replace(niter=20, early_stop_patience=3, early_stop_tol=1e9))
@@ -67,7 +89,8 @@ def test_early_stop_records_the_iterations_each_scale_ran():
 
 
 @pytest.mark.parametrize("bad", [{"gp_every": 0}, {"early_stop_patience": -1}, {"concurrent_stages": 0},
-                                 {"concurrent_lr_scale": 0.0}, {"alpha_fine": -1.0}, {"alpha_fine_scales": 0}])
+                                 {"concurrent_lr_scale": 0.0}, {"alpha_fine": -1.0}, {"alpha_fine_scales": 0},
+                                 {"dsteps_coarse": -1}, {"niter_coarse": -1}, {"coarse_scales": 0}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)
