@@ -109,7 +109,7 @@ def ops_per_epoch(k, cfg, K, device) -> tuple[float, float]:
             run_stage(k, tiny, cfg, K, niter, P, device, counter)
         coarser = ts.random_model(tiny, cfg, k)
         if coarser is not None:
-            dsteps = 0 if cfg.adv_loss == "frechet-patch" else cfg.dsteps
+            dsteps = 0 if cfg.adv_loss == "frechet-patch" else cfg.dsteps_at(k)
             per_iteration = dsteps + (0 if cfg.g_input == "last-d" and dsteps else cfg.gsteps)  # as train_stage
             with counters[2]:
                 next(random_prevs([coarser] * K, (24, 24), cfg.prefetch * per_iteration, 0))

@@ -61,7 +61,7 @@ def test_dsteps_coarse_gives_the_coarsest_scales_more_discriminator_steps_only()
     stages = model.report["stages"]
     assert [s["dsteps"] for s in stages] == [3] + [1] * (len(stages) - 1)
     assert [s["gp_evaluations"] for s in stages] == [8 * 3] + [8] * (len(stages) - 1)
-    # a coarsest scale trained otherwise changes what every finer scale is trained on
+    # the coarsest scale trains otherwise than without the lever
     plain = _trained(CFG)
     assert stages[0]["curve"] != plain.report["stages"][0]["curve"]
 
