@@ -102,3 +102,20 @@ def test_pool_judges_the_means_over_runs(tmp_path):
     assert "images meeting every target: 1/1 (photo); issue 11 asks for at least 4 photos -> NOT met" in both.stdout
     missing = _run("--pool", f"{two}:paper")
     assert missing.returncode == 1 and "no variant 'paper'" in missing.stderr
+
+
+def test_diversity_by_scale_falls_to_zero_as_z_star_is_fixed_at_more_stages(tiny_model, tmp_path):
+    model, folder = tiny_model
+    n = model.num_stages
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = ROOT / "benchmarks" / "diversity_by_scale.py"
+    done = subprocess.run([sys.executable, str(script), folder, "--samples", "8", "--fixed", "0", "1", str(n)],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    row = done.stdout.strip().splitlines()[-1].split("|")[2:-1]
+    free, one, every, coarsest = (float(c) for c in row[:4])
+    assert free > one > every == 0.0  # all stages fixed: the reconstruction, the same for every sample
+    assert coarsest > 0.0 and len(row[4].split(",")) == n
+    missing = subprocess.run([sys.executable, str(script), str(tmp_path / "none")], capture_output=True, text=True,
+                             env=env)
+    assert missing.returncode == 1 and "no SinGAN model" in missing.stderr and not missing.stdout

@@ -1,0 +1,67 @@
+"""Where a pyramid's sample variety is made: diversity with z* fixed at the k coarsest stages.
+
+    python benchmarks/diversity_by_scale.py MODEL_DIR... [--samples 50] [--seed 0] [--fixed 0 1 2]
+
+For every trained model folder (a `singan train` output, or a folder of benchmarks/fast_vs_paper.py's cache), draws
+`--samples` samples with the reconstruction noise {z*, 0, ...} at the first k stages and fresh z_n above them
+(the paper's gen_start_scale), for each k of `--fixed`, and prints SinGAN's diversity of each set against x_0; then
+the diversity of the coarsest stage's own output against x_N, and sigma_n of every stage. k = 0 is the diversity
+that benchmarks/fast_vs_paper.py reports (up to the rounding of its samples to 8 bits); k = N (every stage fixed)
+is the reconstruction, 0. Comparing two models row by row shows at which scales one adds more variety: the
+README's seventh screening of `fast` against `paper`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from singan_core.metrics.diversity import diversity
+from singan_core.singan import ModelFileError, SinGAN
+
+
+def by_scale(model: SinGAN, samples: int, seed: int, fixed: list[int]) -> dict:
+    """Diversity with z* at the first k stages for each k of `fixed`, the coarsest output's, and each sigma_n."""
+    def draw(**kw) -> torch.Tensor:
+        with torch.no_grad():
+            return model.generate(samples, generator=torch.Generator().manual_seed(seed), **kw).clamp(-1, 1)
+
+    return {
+        "fixed": {k: diversity(draw(fixed_noise_stages=k), model.reals[-1]) for k in fixed},
+        "coarsest": diversity(draw(until=1), model.reals[0]),
+        "noise_amp": [s.noise_amp for s in model.stages],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", metavar="MODEL_DIR")
+    parser.add_argument("--samples", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fixed", type=int, nargs="+", default=[0, 1, 2],
+                        help="numbers of coarsest stages with z* fixed (default 0 1 2)")
+    args = parser.parse_args()
+    if args.samples < 2:
+        sys.exit("error: --samples must be at least 2 (diversity is a spread over samples)")
+    if any(k < 0 for k in args.fixed):
+        sys.exit("error: --fixed takes numbers of stages, 0 or more")
+    torch.set_num_threads(1)
+    models = {}
+    for folder in args.models:  # all loaded before the first line is printed: a bad folder fails up front
+        try:
+            models[folder] = SinGAN.load(folder, "cpu")
+        except (ModelFileError, FileNotFoundError) as e:
+            sys.exit(f"error: {e}")
+    print("| model | " + " | ".join(f"z* at {k} coarsest" for k in args.fixed) + " | coarsest output | sigma_n |")
+    print("| --- " * (len(args.fixed) + 3) + "|")
+    for folder, model in models.items():
+        fixed = [min(k, model.num_stages) for k in args.fixed]  # k past the finest stage: every stage fixed
+        row = by_scale(model, args.samples, args.seed, fixed)
+        cells = [f"{row['fixed'][k]:.3f}" for k in fixed]
+        amps = ", ".join(f"{a:.4f}" for a in row["noise_amp"])
+        print(f"| {folder.rstrip('/').split('/')[-1]} | " + " | ".join(cells) + f" | {row['coarsest']:.3f} | {amps} |")
+
+if __name__ == "__main__":
+    main()
