@@ -63,5 +63,6 @@ def main() -> None:
         amps = ", ".join(f"{a:.4f}" for a in row["noise_amp"])
         print(f"| {folder.rstrip('/').split('/')[-1]} | " + " | ".join(cells) + f" | {row['coarsest']:.3f} | {amps} |")
 
+
 if __name__ == "__main__":
     main()

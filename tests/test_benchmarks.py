@@ -17,9 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "reference_parity.py"
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
+def _script(script: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return _script(SCRIPT, *args)
 
 
 def _import(*args: str) -> subprocess.CompletedProcess:
@@ -107,15 +111,12 @@ def test_pool_judges_the_means_over_runs(tmp_path):
 def test_diversity_by_scale_falls_to_zero_as_z_star_is_fixed_at_more_stages(tiny_model, tmp_path):
     model, folder = tiny_model
     n = model.num_stages
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     script = ROOT / "benchmarks" / "diversity_by_scale.py"
-    done = subprocess.run([sys.executable, str(script), folder, "--samples", "8", "--fixed", "0", "1", str(n)],
-                          capture_output=True, text=True, env=env)
+    done = _script(script, folder, "--samples", "8", "--fixed", "0", "1", str(n))
     assert done.returncode == 0, done.stderr
     row = done.stdout.strip().splitlines()[-1].split("|")[2:-1]
     free, one, every, coarsest = (float(c) for c in row[:4])
     assert free > one > every == 0.0  # all stages fixed: the reconstruction, the same for every sample
     assert coarsest > 0.0 and len(row[4].split(",")) == n
-    missing = subprocess.run([sys.executable, str(script), str(tmp_path / "none")], capture_output=True, text=True,
-                             env=env)
+    missing = _script(script, str(tmp_path / "none"))
     assert missing.returncode == 1 and "no SinGAN model" in missing.stderr and not missing.stdout
