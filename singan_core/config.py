@@ -34,7 +34,7 @@ HASHED_WHEN_SET: dict[str, Any] = {
     "rec_noise": "fixed", "noise_draw": "step", "g_input": "fresh", "upsample": "float", "bias_init": "zero",
     "gp_every": 1, "early_stop_patience": 0, "early_stop_tol": 0.01, "concurrent_stages": 1,
     "concurrent_lr_scale": 0.1, "precision": "float32", "alpha_fine": 0.0, "alpha_fine_scales": 2,
-    "dsteps_coarse": 0, "niter_coarse": 0, "coarse_scales": 2,
+    "dsteps_coarse": 0, "niter_coarse": 0, "coarse_scales": 2, "alpha_coarse": 0.0,
 }
 
 
@@ -85,6 +85,7 @@ class Config:
     coarse_scales: int = 2  # the coarsest scales, where the global structure is made and an iteration is cheap:
     dsteps_coarse: int = 0  # ... 0: dsteps there too; else their D steps per iteration
     niter_coarse: int = 0  # ... 0: niter there too (epoch decay applied); else their iterations
+    alpha_coarse: float = 0.0  # ... 0: alpha there too; else their reconstruction weight (alpha_fine wins on overlap)
     # epoch decay (High-Res-SinGAN): scale k (0 = coarsest) trains niter * max(1 - k * rate, floor)
     epoch_decay: bool = False
     epoch_decay_rate: float = 0.1
@@ -115,8 +116,8 @@ class Config:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.early_stop_patience < 0 or self.early_stop_tol < 0:
             raise ValueError("early_stop_patience and early_stop_tol must not be negative")
-        if self.alpha_fine < 0 or self.alpha_fine_scales < 1:
-            raise ValueError("alpha_fine must not be negative and alpha_fine_scales must be at least 1")
+        if self.alpha_fine < 0 or self.alpha_fine_scales < 1 or self.alpha_coarse < 0:
+            raise ValueError("alpha_fine and alpha_coarse must not be negative, alpha_fine_scales must be at least 1")
         if self.dsteps_coarse < 0 or self.niter_coarse < 0 or self.coarse_scales < 1:
             raise ValueError("dsteps_coarse and niter_coarse must not be negative, coarse_scales must be at least 1")
         if self.concurrent_lr_scale <= 0:
@@ -148,7 +149,9 @@ class Config:
 
     def alpha_at(self, k: int, n_scales: int) -> float:
         """The reconstruction weight alpha at scale k (0 = coarsest) of an n_scales pyramid."""
-        return self.alpha_fine if self.alpha_fine and k >= n_scales - self.alpha_fine_scales else self.alpha
+        if self.alpha_fine and k >= n_scales - self.alpha_fine_scales:
+            return self.alpha_fine
+        return self.alpha_coarse if self.alpha_coarse and k < self.coarse_scales else self.alpha
 
     def dsteps_at(self, k: int) -> int:
         """D steps per iteration at scale k (0 = coarsest)."""
@@ -226,11 +229,13 @@ PRESETS: dict[str, Config] = {
     # 450 iterations with High-Res-SinGAN's epoch decay (a fifth to a seventh of paper's), 1 D step and 3 G steps (G's
     # updates are what the reconstruction needs), the gradient penalty on every 4th D step (lazy, StyleGAN2), 32
     # channels up to the 5th scale, G_{n+1} trained with G_n at lr x 0.1 (ConSinGAN), a scale stopped early when its
-    # losses stopped moving, and bfloat16 autocast (1.4x faster here; the time it saves buys the iterations).
-    # Built on `paper`, so it follows the paper preset's settled choices. benchmarks/fast_vs_paper.py (README,
-    # "The fast preset against paper") has the figures.
+    # losses stopped moving, bfloat16 autocast (1.4x faster here; the time it saves buys the iterations), and the
+    # reconstruction weighted 50 at the finest 2 scales (sharp texture in few iterations) and 2 at the coarsest 3
+    # (the adversarial loss shapes the layout). Built on `paper`, so it follows the paper preset's settled choices.
+    # benchmarks/fast_vs_paper.py (README, "The fast preset against paper") has the figures.
     "fast": _PAPER.replace(niter=450, dsteps=1, gsteps=3, gp_every=4, epoch_decay=True, nfc_double_every=5,
-                             concurrent_stages=2, early_stop_patience=100, early_stop_tol=0.02, precision="bfloat16"),
+                             concurrent_stages=2, early_stop_patience=100, early_stop_tol=0.02, precision="bfloat16",
+                             alpha_fine=50.0, alpha_coarse=2.0, coarse_scales=3),
     # seconds on a tiny image, for tests
     "test": Config(max_size=32, min_size=16, niter=20, nfc=8, nfc_max=16, dsteps=1, gsteps=1, scale_factor=0.6),
 }

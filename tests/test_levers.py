@@ -28,7 +28,8 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
     # the same losses for a fixed seed: the defaults spelled out train exactly what the config without them trains
     a = _trained(CFG)
     b = _trained(CFG.replace(**defaults, early_stop_tol=0.01, concurrent_lr_scale=0.1, precision="float32",
-                             alpha_fine=0.0, alpha_fine_scales=2, dsteps_coarse=0, niter_coarse=0, coarse_scales=2))
+                             alpha_fine=0.0, alpha_fine_scales=2, dsteps_coarse=0, niter_coarse=0, coarse_scales=2,
+                             alpha_coarse=0.0))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -51,6 +52,17 @@ def test_alpha_fine_weights_the_reconstruction_of_the_finest_scales_only():
     # the coarser scales train exactly as without the lever; the finest one differs
     curves = [s["curve"] for s in model.report["stages"]], [s["curve"] for s in plain.report["stages"]]
     assert curves[0][:-1] == curves[1][:-1] and curves[0][-1] != curves[1][-1]
+
+
+def test_alpha_coarse_weights_the_reconstruction_of_the_coarsest_scales_only():
+    cfg = CFG.replace(alpha_coarse=2.0, coarse_scales=1)
+    assert [cfg.alpha_at(k, 3) for k in range(3)] == [2.0, 10.0, 10.0]
+    assert [cfg.replace(alpha_fine=50.0, coarse_scales=2).alpha_at(k, 3) for k in range(3)] == [2.0, 50.0, 50.0]
+    assert preset("paper").replace(alpha_coarse=2.0).hash() != PAPER_HASH
+    model = _trained(cfg)
+    stages = model.report["stages"]
+    assert [s["alpha"] for s in stages] == [2.0] + [10.0] * (len(stages) - 1)
+    assert stages[0]["curve"] != _trained(CFG).report["stages"][0]["curve"]
 
 
 def test_dsteps_coarse_gives_the_coarsest_scales_more_discriminator_steps_only():
@@ -90,7 +102,8 @@ def test_early_stop_records_the_iterations_each_scale_ran():
 
 @pytest.mark.parametrize("bad", [{"gp_every": 0}, {"early_stop_patience": -1}, {"concurrent_stages": 0},
                                  {"concurrent_lr_scale": 0.0}, {"alpha_fine": -1.0}, {"alpha_fine_scales": 0},
-                                 {"dsteps_coarse": -1}, {"niter_coarse": -1}, {"coarse_scales": 0}])
+                                 {"dsteps_coarse": -1}, {"niter_coarse": -1}, {"coarse_scales": 0},
+                                 {"alpha_coarse": -1.0}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)
