@@ -71,8 +71,9 @@ def main(
     pack: Pack = None,
     resource_timeout: ResourceTimeout = RESOURCE_TIMEOUT_S,
     demo: Annotated[
-        bool, typer.Option("--demo", help=f"Run on the bundled example photos (quick preset, {jobs.DEMO_SAMPLES} "
-                                          "samples).")
+        bool, typer.Option("--demo", help=f"Run on the bundled example photos ({jobs.DEMO_PRESET} preset at "
+                                          f"max_size {jobs.DEMO_MAX_SIZE} unless --preset is given, "
+                                          f"{jobs.DEMO_SAMPLES} samples).")
     ] = False,
     quiet: QuietJob = False,
 ) -> None:

@@ -16,7 +16,7 @@ import ray
 import torch
 import typer
 
-from singan_core import preset, train
+from singan_core import Config, preset, train
 from singan_core.devices import set_threads
 
 from .cli_common import fail, resolve_config
@@ -31,6 +31,7 @@ from .run import RunSummary, run_dataset
 from .tracking import Tracker, default_tracking_uri
 
 DEMO_SAMPLES = 8
+DEMO_PRESET, DEMO_MAX_SIZE = "fast", 80  # the demo's training: about 5 minutes for the 3 photos on 2 CPU cores
 COMPARISON = "comparison.parquet"
 
 
@@ -70,7 +71,7 @@ def train_dataset(
         write_examples(input_url)
     if not input_url:
         raise fail("missing INPUT (a folder, glob or file of images), or use --demo")
-    cfg = resolve_config(preset_name or ("quick" if demo else "paper"), overrides, seed)
+    cfg = job_config(preset_name, overrides, seed, demo=demo)
     n_samples = samples if samples is not None else (DEMO_SAMPLES if demo else 50)
     summary = run_dataset(
         input_url, out, cfg, highres=highres, samples=n_samples,
@@ -84,6 +85,13 @@ def train_dataset(
     if demo or not quiet:
         typer.echo(demo_hints(summary))
     return summary.exit_code
+
+
+def job_config(preset_name: str | None, overrides: list[str] | None, seed: int | None, *, demo: bool) -> Config:
+    """The job's config: `--preset` (paper by default; the demo's preset at its size with --demo), then `--set`."""
+    if demo and preset_name is None:  # the demo's size first, so that a `--set max_size=...` still wins
+        return resolve_config(DEMO_PRESET, [f"max_size={DEMO_MAX_SIZE}", *(overrides or [])], seed)
+    return resolve_config(preset_name or "paper", overrides, seed)
 
 
 def demo_hints(summary: RunSummary) -> str:

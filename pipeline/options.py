@@ -22,7 +22,7 @@ INPUT_HELP = "Folder (searched recursively), glob or file; any fsspec URL."
 # ---------------------------------------------------------------------------- the config
 Preset = Annotated[str, typer.Option("--preset", "-p", help=PRESET_HELP)]
 OptionalPreset = Annotated[  # train_dataset: the default depends on --demo
-    str | None, typer.Option("--preset", "-p", help=f"{PRESET_HELP[:-1]} (default: paper; quick with --demo).")
+    str | None, typer.Option("--preset", "-p", help=f"{PRESET_HELP[:-1]} (default: paper; see --demo).")
 ]
 Overrides = Annotated[
     list[str] | None,

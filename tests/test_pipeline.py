@@ -206,6 +206,15 @@ def test_job_script_help_and_bad_input(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_demo_trains_the_fast_preset_at_its_size_unless_told_otherwise():
+    from pipeline.jobs import DEMO_MAX_SIZE, job_config
+
+    assert job_config(None, None, None, demo=True) == preset("fast").replace(max_size=DEMO_MAX_SIZE)
+    assert job_config(None, ["max_size=64"], 3, demo=True) == preset("fast").replace(max_size=64, seed=3)
+    assert job_config("quick", None, None, demo=True) == preset("quick")
+    assert job_config(None, None, None, demo=False) == preset("paper")
+
+
 # ---------------------------------------------------------------------------- the job end to end
 @pytest.fixture(scope="module")
 def job(local_ray, tmp_path_factory):
