@@ -17,7 +17,7 @@ import torch
 import typer
 
 from singan_core import Config, preset, train
-from singan_core.devices import native_bfloat16, set_threads
+from singan_core.devices import native_bfloat16, resolve_device, set_threads
 
 from .cli_common import fail, resolve_config
 from .cluster import connect
@@ -90,8 +90,7 @@ def train_dataset(
 def job_config(preset_name: str | None, overrides: list[str] | None, seed: int | None, *, demo: bool) -> Config:
     """The job's config: `--preset` (paper by default; the demo's preset at its size with --demo), then `--set`."""
     if demo and preset_name is None:  # the demo's settings first, so that a `--set` still wins
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        native = native_bfloat16(device)  # where bfloat16 is emulated, float32 is the faster
+        native = native_bfloat16(resolve_device(None))  # where bfloat16 is emulated, float32 is the faster
         demo_set = [f"max_size={DEMO_MAX_SIZE}", *([] if native else ["precision=float32"])]
         return resolve_config(DEMO_PRESET, [*demo_set, *(overrides or [])], seed)
     return resolve_config(preset_name or "paper", overrides, seed)

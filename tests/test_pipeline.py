@@ -208,10 +208,9 @@ def test_job_script_help_and_bad_input(tmp_path):
 
 def test_the_demo_trains_the_fast_preset_at_its_size_unless_told_otherwise():
     from pipeline.jobs import DEMO_MAX_SIZE, job_config
-    from singan_core.devices import native_bfloat16
+    from singan_core.devices import native_bfloat16, resolve_device
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = "bfloat16" if native_bfloat16(device) else "float32"  # emulated bfloat16 is slower
+    precision = "bfloat16" if native_bfloat16(resolve_device(None)) else "float32"  # emulated bfloat16 is slower
     demo = preset("fast").replace(max_size=DEMO_MAX_SIZE, precision=precision)
     assert job_config(None, None, None, demo=True) == demo
     assert job_config(None, ["max_size=64"], 3, demo=True) == demo.replace(max_size=64, seed=3)
