@@ -8,7 +8,7 @@ For every trained model folder (a `singan train` output, or a folder of benchmar
 the diversity of the coarsest stage's own output against x_N, and sigma_n of every stage. k = 0 is the diversity
 that benchmarks/fast_vs_paper.py reports (up to the rounding of its samples to 8 bits); k = N (every stage fixed)
 is the reconstruction, 0. Comparing two models row by row shows at which scales one adds more variety: the
-README's seventh screening of `fast` against `paper`.
+seventh screening of `fast` against `paper` (benchmarks/results/fast_vs_paper/SCREENINGS.md).
 """
 
 from __future__ import annotations
