@@ -34,7 +34,7 @@ HASHED_WHEN_SET: dict[str, Any] = {
     "rec_noise": "fixed", "noise_draw": "step", "g_input": "fresh", "upsample": "float", "bias_init": "zero",
     "gp_every": 1, "early_stop_patience": 0, "early_stop_tol": 0.01, "concurrent_stages": 1,
     "concurrent_lr_scale": 0.1, "precision": "float32", "alpha_fine": 0.0, "alpha_fine_scales": 2,
-    "dsteps_coarse": 0, "niter_coarse": 0, "coarse_scales": 2, "alpha_coarse": 0.0,
+    "dsteps_coarse": 0, "niter_coarse": 0, "coarse_scales": 2, "alpha_coarse": 0.0, "batch": 1, "batch_coarse": 0,
 }
 
 
@@ -74,6 +74,7 @@ class Config:
     lr_gamma: float = 0.1
     dsteps: int = 3
     gsteps: int = 3
+    batch: int = 1  # fakes per D and G step, each from its own z_n and up(x~_{n+1}); the paper: one
     # speed levers (issue 12); each default is the paper's
     gp_every: int = 1  # lazy regularization (StyleGAN2): the penalty on every gp_every-th D step, weight x gp_every
     early_stop_patience: int = 0  # 0: off; else a scale stops when its losses stopped moving: the means of
@@ -86,6 +87,7 @@ class Config:
     dsteps_coarse: int = 0  # ... 0: dsteps there too; else their D steps per iteration
     niter_coarse: int = 0  # ... 0: niter there too (epoch decay applied); else their iterations
     alpha_coarse: float = 0.0  # ... 0: alpha there too; else their reconstruction weight (alpha_fine wins on overlap)
+    batch_coarse: int = 0  # ... 0: batch there too; else their fakes per step (many coarse layouts per update)
     # epoch decay (High-Res-SinGAN): scale k (0 = coarsest) trains niter * max(1 - k * rate, floor)
     epoch_decay: bool = False
     epoch_decay_rate: float = 0.1
@@ -111,15 +113,17 @@ class Config:
             raise ValueError(f"min_size ({self.min_size}) is below the receptive field ({self.receptive_field})")
         if self.max_size < self.min_size:
             raise ValueError(f"max_size ({self.max_size}) is below min_size ({self.min_size})")
-        for name in ("niter", "dsteps", "gsteps", "num_layer", "nfc", "prefetch", "gp_every", "concurrent_stages"):
+        for name in ("niter", "dsteps", "gsteps", "num_layer", "nfc", "prefetch", "gp_every", "concurrent_stages",
+                     "batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.early_stop_patience < 0 or self.early_stop_tol < 0:
             raise ValueError("early_stop_patience and early_stop_tol must not be negative")
         if self.alpha_fine < 0 or self.alpha_fine_scales < 1 or self.alpha_coarse < 0:
             raise ValueError("alpha_fine and alpha_coarse must not be negative, alpha_fine_scales must be at least 1")
-        if self.dsteps_coarse < 0 or self.niter_coarse < 0 or self.coarse_scales < 1:
-            raise ValueError("dsteps_coarse and niter_coarse must not be negative, coarse_scales must be at least 1")
+        if self.dsteps_coarse < 0 or self.niter_coarse < 0 or self.batch_coarse < 0 or self.coarse_scales < 1:
+            raise ValueError("dsteps_coarse, niter_coarse and batch_coarse must not be negative, coarse_scales must be "
+                             "at least 1")
         if self.concurrent_lr_scale <= 0:
             raise ValueError(f"concurrent_lr_scale must be positive, got {self.concurrent_lr_scale}")
         if self.concurrent_stages > 1 and self.upsample == "uint8":
@@ -156,6 +160,10 @@ class Config:
     def dsteps_at(self, k: int) -> int:
         """D steps per iteration at scale k (0 = coarsest)."""
         return self.dsteps_coarse if self.dsteps_coarse and k < self.coarse_scales else self.dsteps
+
+    def batch_at(self, k: int) -> int:
+        """Fakes per D and G step at scale k (0 = coarsest)."""
+        return self.batch_coarse if self.batch_coarse and k < self.coarse_scales else self.batch
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -225,17 +233,19 @@ PRESETS: dict[str, Config] = {
     # (singan_core.applications.highres.highres_rule(500)): receptive field x s (10 layers of 3x3, 21 px),
     # min_size x s (same number of scales), width 32 s^2 = 128 fixed over the scales, High-Res-SinGAN's epoch decay.
     "highres": Config(max_size=500, min_size=50, num_layer=10, nfc=128, nfc_max=128, epoch_decay=True),
-    # Issue 12's preset, 20x less time than `paper` at 96 px on one thread, NOT yet at its quality on every photo:
-    # 450 iterations with High-Res-SinGAN's epoch decay (a fifth to a seventh of paper's), 1 D step and 3 G steps (G's
-    # updates are what the reconstruction needs), the gradient penalty on every 4th D step (lazy, StyleGAN2), 32
-    # channels up to the 5th scale, G_{n+1} trained with G_n at lr x 0.1 (ConSinGAN), a scale stopped early when its
-    # losses stopped moving, bfloat16 autocast (1.4x faster here; the time it saves buys the iterations), and the
-    # reconstruction weighted 50 at the finest 2 scales (sharp texture in few iterations) and 2 at the coarsest 3
-    # (the adversarial loss shapes the layout). Built on `paper`, so it follows the paper preset's settled choices.
-    # benchmarks/fast_vs_paper.py (README, "The fast preset against paper") has the figures.
+    # Issue 12's preset, about 20x less time than `paper` at 96 px on one thread, NOT yet at its quality on every
+    # photo: 450 iterations with a steep High-Res-SinGAN epoch decay (rate 0.2: 450 at the coarsest scale, 135 from
+    # the 5th on), 1 D step and 3 G steps (G's updates are what the reconstruction needs), the gradient penalty on
+    # every 4th D step (lazy, StyleGAN2), 32 channels up to the 5th scale, G_{n+1} trained with G_n at lr x 0.1
+    # (ConSinGAN), a scale stopped early when its losses stopped moving, bfloat16 autocast (1.2-1.4x faster on CPUs
+    # with AVX512-BF16 or AMX), the reconstruction weighted 50 at the finest 2 scales (sharp texture in few
+    # iterations) and 2 at the coarsest 3 (the adversarial loss shapes the layout), and 3 fakes per D and G step at
+    # those 3 (each update sees 3 coarse layouts, so the finer generators learn to pull any of them back toward the
+    # photo's, as `paper`'s do with 5x the iterations). Built on `paper`, so it follows the paper preset's settled
+    # choices. benchmarks/fast_vs_paper.py (README, "The fast preset against paper") has the figures.
     "fast": _PAPER.replace(niter=450, dsteps=1, gsteps=3, gp_every=4, epoch_decay=True, nfc_double_every=5,
                              concurrent_stages=2, early_stop_patience=100, early_stop_tol=0.02, precision="bfloat16",
-                             alpha_fine=50.0, alpha_coarse=2.0, coarse_scales=3),
+                             alpha_fine=50.0, alpha_coarse=2.0, coarse_scales=3, batch_coarse=3, epoch_decay_rate=0.2),
     # seconds on a tiny image, for tests
     "test": Config(max_size=32, min_size=16, niter=20, nfc=8, nfc_max=16, dsteps=1, gsteps=1, scale_factor=0.6),
 }

@@ -113,9 +113,10 @@ class Window:
     def _each(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.K == 1 else x.repeat(1, self.K, 1, 1)
 
-    def draw_noise(self) -> list[torch.Tensor]:
-        """z_f .. z_{k-1} for one step (empty for no window: nothing is drawn)."""
-        return [self._each(stage_noise(m, 1, s, self.device)) for m, s in zip(self.stages, self.shapes, strict=False)]
+    def draw_noise(self, batch: int = 1) -> list[torch.Tensor]:
+        """z_f .. z_{k-1} for one step of `batch` fakes (empty for no window: nothing is drawn)."""
+        return [self._each(stage_noise(m, batch, s, self.device))
+                for m, s in zip(self.stages, self.shapes, strict=False)]
 
     def __call__(self, x: torch.Tensor, noises: Sequence[torch.Tensor]) -> torch.Tensor:
         """up(x~_{n+1}) from x = up(x~_{f+1}) (zeros when f = 0) through the window stages."""

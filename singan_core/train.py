@@ -206,6 +206,7 @@ def train_stage(
     alpha = cfg.alpha_at(k, len(reals))
     frechet = cfg.adv_loss == "frechet-patch"
     dsteps = 0 if frechet else cfg.dsteps_at(k)
+    batch = cfg.batch_at(k)  # fakes per step: B draws of z_n and up(x~_{n+1}), against the one x_n
     fused = device.type in ("cpu", "cuda")  # one kernel per step instead of one per parameter
     g_params: list[dict[str, Any]] = [{"params": list(G.parameters())}]
     if window.stages:
@@ -225,11 +226,14 @@ def train_stage(
     prev_seed = int(torch.randint(2**62, ()))
     frozen, first_shape = (window.frozen(), window.shapes[0]) if window.stages else (coarser, shape)
     if frozen:  # up(x~) of the frozen stages: up(x~_{n+1}), or with a window the input of its first stage
-        prevs = random_prevs(frozen, first_shape, cfg.prefetch * prevs_per_iteration, prev_seed)
+        prevs = random_prevs(frozen, first_shape, cfg.prefetch * prevs_per_iteration * batch, prev_seed)
     else:
         prevs = itertools.repeat(torch.zeros(1, 3 * K, *first_shape, device=device))
     if prev_transform is not None and not window.stages:
         prevs = map(prev_transform, prevs)
+
+    def next_prev() -> torch.Tensor:  # a step's B up(x~) of the frozen stages, [B, 3K, h, w]
+        return next(prevs) if batch == 1 else torch.cat([next(prevs) for _ in range(batch)])
 
     def fed(prev: torch.Tensor, noises: list[torch.Tensor]) -> torch.Tensor:  # up(x~_{n+1}) through the window
         x = window(prev, noises)
@@ -244,8 +248,8 @@ def train_stage(
     redraw_z_star = not coarser and cfg.rec_noise == "redraw"
     per_iteration = cfg.noise_draw == "iteration"
 
-    def draw_z() -> torch.Tensor:  # noise_amp_n * z_n for one step
-        return amp * for_each_image(stage_noise(k, 1, shape, device))
+    def draw_z() -> torch.Tensor:  # noise_amp_n * z_n for one step's B fakes
+        return amp * for_each_image(stage_noise(k, batch, shape, device))
 
     precision = arithmetic(cfg, device)  # entered around the forward passes of every step
     d_step = gp_evaluations = 0
@@ -260,7 +264,7 @@ def train_stage(
         for _ in range(dsteps):
             i = pick()
             x = real[i : i + 1]
-            z, prev, noises = (z_it if per_iteration else draw_z()), next(prevs), window.draw_noise()
+            z, prev, noises = (z_it if per_iteration else draw_z()), next_prev(), window.draw_noise(batch)
             with precision:
                 with torch.no_grad():
                     fake = full(G(z, fed(prev, noises)))
@@ -279,7 +283,7 @@ def train_stage(
         for _ in range(cfg.gsteps):
             i = pick()
             if not reuse_d_input:
-                z, prev, noises = (z_it if per_iteration else draw_z()), next(prevs), window.draw_noise()
+                z, prev, noises = (z_it if per_iteration else draw_z()), next_prev(), window.draw_noise(batch)
             with precision:
                 fake = G(z, fed(prev, noises))
                 if frechet:
@@ -334,6 +338,7 @@ def train_stage(
             "noise_amp": noise_amp[j],
             "alpha": alpha,
             "dsteps": dsteps,  # D steps per iteration at this scale
+            "batch": batch,  # fakes per D and G step
             "iterations": ran[j],  # what the scale ran: fewer than planned_iterations when it stopped early
             "planned_iterations": iters,
             "gp_evaluations": penalties[j],  # D steps on which the gradient penalty was evaluated

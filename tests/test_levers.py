@@ -29,7 +29,7 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
     a = _trained(CFG)
     b = _trained(CFG.replace(**defaults, early_stop_tol=0.01, concurrent_lr_scale=0.1, precision="float32",
                              alpha_fine=0.0, alpha_fine_scales=2, dsteps_coarse=0, niter_coarse=0, coarse_scales=2,
-                             alpha_coarse=0.0))
+                             alpha_coarse=0.0, batch=1, batch_coarse=0))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -78,6 +78,23 @@ def test_dsteps_coarse_gives_the_coarsest_scales_more_discriminator_steps_only()
     assert stages[0]["curve"] != plain.report["stages"][0]["curve"]
 
 
+def test_batch_coarse_draws_several_fakes_per_step_at_the_coarsest_scales_only():
+    cfg = CFG.replace(batch_coarse=3, coarse_scales=1)
+    assert [cfg.batch_at(k) for k in range(3)] == [3, 1, 1]
+    assert [CFG.replace(batch=2).batch_at(k) for k in range(3)] == [2, 2, 2]
+    assert preset("paper").replace(batch_coarse=3).hash() != PAPER_HASH
+    model, plain = _trained(cfg), _trained(CFG)
+    stages = model.report["stages"]
+    assert [s["batch"] for s in stages] == [3] + [1] * (len(stages) - 1)
+    assert [s["iterations"] for s in stages] == [s["iterations"] for s in plain.report["stages"]]
+    assert stages[0]["curve"] != plain.report["stages"][0]["curve"]
+    # several fakes per step everywhere, with a ConSinGAN window (its noise drawn per fake) and a lazy penalty
+    batched = _trained(CFG.replace(batch=2, concurrent_stages=2, gp_every=2))
+    assert all(s["batch"] == 2 for s in batched.report["stages"])
+    samples = batched.sample(2, seed=0)
+    assert samples.shape[0] == 2 and torch.isfinite(samples).all() and not torch.equal(samples[0], samples[1])
+
+
 def test_niter_coarse_sets_the_iterations_of_the_coarsest_scales():
     cfg = CFG.replace(niter=6, niter_coarse=10, coarse_scales=2, epoch_decay=True, epoch_decay_rate=0.25)
     assert [cfg.iterations(k) for k in range(4)] == [10, 10, 3, 2]  # epoch decay on the finer scales only
@@ -103,7 +120,7 @@ def test_early_stop_records_the_iterations_each_scale_ran():
 @pytest.mark.parametrize("bad", [{"gp_every": 0}, {"early_stop_patience": -1}, {"concurrent_stages": 0},
                                  {"concurrent_lr_scale": 0.0}, {"alpha_fine": -1.0}, {"alpha_fine_scales": 0},
                                  {"dsteps_coarse": -1}, {"niter_coarse": -1}, {"coarse_scales": 0},
-                                 {"alpha_coarse": -1.0}])
+                                 {"alpha_coarse": -1.0}, {"batch": 0}, {"batch_coarse": -1}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)
@@ -180,6 +197,7 @@ def test_the_fast_candidate_trains_from_the_cli_and_records_its_levers(tmp_path)
     assert [s["iterations"] for s in stages] == [model.config.iterations(k) for k in range(len(stages))]
     assert [s["trained_stages"] for s in stages][1:] == [[k - 1, k] for k in range(1, len(stages))]
     assert all(s["gp_evaluations"] == -(-s["iterations"] * fast.dsteps // fast.gp_every) for s in stages)
+    assert [s["batch"] for s in stages] == [fast.batch_at(k) for k in range(len(stages))]
 
 
 def test_bfloat16_training_runs_its_passes_in_bfloat16_and_keeps_float32_weights(device, monkeypatch):

@@ -21,6 +21,8 @@ VARIANTS = {
     # ConSinGAN's concurrent stages (with early stops: each image keeps its window's generators where it stopped)
     "concurrent": {"concurrent_stages": 3, "concurrent_lr_scale": 0.5, "early_stop_patience": 1,
                    "early_stop_tol": 0.1},
+    # several fakes per step (the coarsest scale 3, the others 2), through a ConSinGAN window
+    "batch": {"batch": 2, "batch_coarse": 3, "coarse_scales": 1, "concurrent_stages": 2},
 }
 
 
