@@ -110,7 +110,7 @@ def ops_per_epoch(k, cfg, K, device) -> tuple[float, float]:
         coarser = ts.random_model(tiny, cfg, k)
         if coarser is not None:
             dsteps = 0 if cfg.adv_loss == "frechet-patch" else cfg.dsteps_at(k)
-            per_iteration = dsteps + (0 if cfg.g_input == "last-d" and dsteps else cfg.gsteps)  # as train_stage
+            per_iteration = dsteps + (0 if cfg.g_input == "last-d" and dsteps else cfg.gsteps_at(k))  # as train_stage
             with counters[2]:
                 next(random_prevs([coarser] * K, (24, 24), cfg.prefetch * per_iteration * cfg.batch_at(k), 0))
     steps = [counters[1].ops - counters[0].ops, counters[1].kernels - counters[0].kernels]

@@ -35,6 +35,7 @@ HASHED_WHEN_SET: dict[str, Any] = {
     "gp_every": 1, "early_stop_patience": 0, "early_stop_tol": 0.01, "concurrent_stages": 1,
     "concurrent_lr_scale": 0.1, "precision": "float32", "alpha_fine": 0.0, "alpha_fine_scales": 2,
     "dsteps_coarse": 0, "niter_coarse": 0, "coarse_scales": 2, "alpha_coarse": 0.0, "batch": 1, "batch_coarse": 0,
+    "gsteps_coarse": 0,
 }
 
 
@@ -85,6 +86,7 @@ class Config:
     alpha_fine_scales: int = 2  # ... this many scales (sharper fine texture, the coarse structure left alone)
     coarse_scales: int = 2  # the coarsest scales, where the global structure is made and an iteration is cheap:
     dsteps_coarse: int = 0  # ... 0: dsteps there too; else their D steps per iteration
+    gsteps_coarse: int = 0  # ... 0: gsteps there too; else their G steps per iteration
     niter_coarse: int = 0  # ... 0: niter there too (epoch decay applied); else their iterations
     alpha_coarse: float = 0.0  # ... 0: alpha there too; else their reconstruction weight (alpha_fine wins on overlap)
     batch_coarse: int = 0  # ... 0: batch there too; else their fakes per step (many coarse layouts per update)
@@ -121,9 +123,10 @@ class Config:
             raise ValueError("early_stop_patience and early_stop_tol must not be negative")
         if self.alpha_fine < 0 or self.alpha_fine_scales < 1 or self.alpha_coarse < 0:
             raise ValueError("alpha_fine and alpha_coarse must not be negative, alpha_fine_scales must be at least 1")
-        if self.dsteps_coarse < 0 or self.niter_coarse < 0 or self.batch_coarse < 0 or self.coarse_scales < 1:
-            raise ValueError("dsteps_coarse, niter_coarse and batch_coarse must not be negative, coarse_scales must be "
-                             "at least 1")
+        if min(self.dsteps_coarse, self.gsteps_coarse, self.niter_coarse, self.batch_coarse) < 0 \
+                or self.coarse_scales < 1:
+            raise ValueError("dsteps_coarse, gsteps_coarse, niter_coarse and batch_coarse must not be negative, "
+                             "coarse_scales must be at least 1")
         if self.concurrent_lr_scale <= 0:
             raise ValueError(f"concurrent_lr_scale must be positive, got {self.concurrent_lr_scale}")
         if self.concurrent_stages > 1 and self.upsample == "uint8":
@@ -160,6 +163,10 @@ class Config:
     def dsteps_at(self, k: int) -> int:
         """D steps per iteration at scale k (0 = coarsest)."""
         return self.dsteps_coarse if self.dsteps_coarse and k < self.coarse_scales else self.dsteps
+
+    def gsteps_at(self, k: int) -> int:
+        """G steps per iteration at scale k (0 = coarsest)."""
+        return self.gsteps_coarse if self.gsteps_coarse and k < self.coarse_scales else self.gsteps
 
     def batch_at(self, k: int) -> int:
         """Fakes per D and G step at scale k (0 = coarsest)."""
@@ -234,18 +241,19 @@ PRESETS: dict[str, Config] = {
     # min_size x s (same number of scales), width 32 s^2 = 128 fixed over the scales, High-Res-SinGAN's epoch decay.
     "highres": Config(max_size=500, min_size=50, num_layer=10, nfc=128, nfc_max=128, epoch_decay=True),
     # Issue 12's preset, about 20x less time than `paper` at 96 px on one thread, NOT yet at its quality on every
-    # photo: 450 iterations with a steep High-Res-SinGAN epoch decay (rate 0.2: 450 at the coarsest scale, 135 from
-    # the 5th on), 1 D step and 3 G steps (G's updates are what the reconstruction needs), the gradient penalty on
-    # every 4th D step (lazy, StyleGAN2), 32 channels up to the 5th scale, G_{n+1} trained with G_n at lr x 0.1
-    # (ConSinGAN), a scale stopped early when its losses stopped moving, bfloat16 autocast (1.2-1.4x faster on CPUs
-    # with AVX512-BF16 or AMX), the reconstruction weighted 50 at the finest 2 scales (sharp texture in few
+    # photo: 450 iterations with a steep High-Res-SinGAN epoch decay (rate 0.25, floor 0.2: 450, 338, 225, 112, then
+    # 90 from the 5th scale on), 1 D step and 3 G steps (G's updates are what the reconstruction needs), the gradient
+    # penalty on every 4th D step (lazy, StyleGAN2), 32 channels up to the 5th scale, G_{n+1} trained with G_n at
+    # lr x 0.1 (ConSinGAN), a scale stopped early when its losses stopped moving, bfloat16 autocast (1.2-1.4x faster
+    # on CPUs with AVX512-BF16 or AMX), the reconstruction weighted 50 at the finest 2 scales (sharp texture in few
     # iterations) and 2 at the coarsest 3 (the adversarial loss shapes the layout), and 3 fakes per D and G step at
     # those 3 (each update sees 3 coarse layouts, so the finer generators learn to pull any of them back toward the
     # photo's, as `paper`'s do with 5x the iterations). Built on `paper`, so it follows the paper preset's settled
     # choices. benchmarks/fast_vs_paper.py (README, "The fast preset against paper") has the figures.
     "fast": _PAPER.replace(niter=450, dsteps=1, gsteps=3, gp_every=4, epoch_decay=True, nfc_double_every=5,
                              concurrent_stages=2, early_stop_patience=100, early_stop_tol=0.02, precision="bfloat16",
-                             alpha_fine=50.0, alpha_coarse=2.0, coarse_scales=3, batch_coarse=3, epoch_decay_rate=0.2),
+                             alpha_fine=50.0, alpha_fine_scales=2, alpha_coarse=2.0, coarse_scales=3, batch_coarse=3,
+                             epoch_decay_rate=0.25, epoch_decay_floor=0.2),
     # seconds on a tiny image, for tests
     "test": Config(max_size=32, min_size=16, niter=20, nfc=8, nfc_max=16, dsteps=1, gsteps=1, scale_factor=0.6),
 }

@@ -206,6 +206,7 @@ def train_stage(
     alpha = cfg.alpha_at(k, len(reals))
     frechet = cfg.adv_loss == "frechet-patch"
     dsteps = 0 if frechet else cfg.dsteps_at(k)
+    gsteps = cfg.gsteps_at(k)
     batch = cfg.batch_at(k)  # fakes per step: B draws of z_n and up(x~_{n+1}), against the one x_n
     fused = device.type in ("cpu", "cuda")  # one kernel per step instead of one per parameter
     g_params: list[dict[str, Any]] = [{"params": list(G.parameters())}]
@@ -222,7 +223,7 @@ def train_stage(
                       for i in range(M)]
 
     reuse_d_input = cfg.g_input == "last-d" and dsteps > 0
-    prevs_per_iteration = dsteps + (0 if reuse_d_input else cfg.gsteps)
+    prevs_per_iteration = dsteps + (0 if reuse_d_input else gsteps)
     prev_seed = int(torch.randint(2**62, ()))
     frozen, first_shape = (window.frozen(), window.shapes[0]) if window.stages else (coarser, shape)
     if frozen:  # up(x~) of the frozen stages: up(x~_{n+1}), or with a window the input of its first stage
@@ -280,7 +281,7 @@ def train_stage(
         # ---- G steps: each on a freshly generated fake (IMA206's fix to the reference), or (g_input = last-d,
         # the authors' code) on the inputs of the last D step
         D.requires_grad_(False)
-        for _ in range(cfg.gsteps):
+        for _ in range(gsteps):
             i = pick()
             if not reuse_d_input:
                 z, prev, noises = (z_it if per_iteration else draw_z()), next_prev(), window.draw_noise(batch)
@@ -338,6 +339,7 @@ def train_stage(
             "noise_amp": noise_amp[j],
             "alpha": alpha,
             "dsteps": dsteps,  # D steps per iteration at this scale
+            "gsteps": gsteps,  # G steps per iteration at this scale
             "batch": batch,  # fakes per D and G step
             "iterations": ran[j],  # what the scale ran: fewer than planned_iterations when it stopped early
             "planned_iterations": iters,

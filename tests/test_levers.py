@@ -29,7 +29,7 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
     a = _trained(CFG)
     b = _trained(CFG.replace(**defaults, early_stop_tol=0.01, concurrent_lr_scale=0.1, precision="float32",
                              alpha_fine=0.0, alpha_fine_scales=2, dsteps_coarse=0, niter_coarse=0, coarse_scales=2,
-                             alpha_coarse=0.0, batch=1, batch_coarse=0))
+                             alpha_coarse=0.0, batch=1, batch_coarse=0, gsteps_coarse=0))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -78,6 +78,17 @@ def test_dsteps_coarse_gives_the_coarsest_scales_more_discriminator_steps_only()
     assert stages[0]["curve"] != plain.report["stages"][0]["curve"]
 
 
+def test_gsteps_coarse_sets_the_generator_steps_of_the_coarsest_scales_only():
+    cfg = CFG.replace(gsteps=3, gsteps_coarse=2, coarse_scales=1)
+    assert [cfg.gsteps_at(k) for k in range(3)] == [2, 3, 3]
+    assert preset("paper").replace(gsteps_coarse=2).hash() != PAPER_HASH
+    model, plain = _trained(cfg), _trained(CFG.replace(gsteps=3))
+    stages, plain_stages = model.report["stages"], plain.report["stages"]
+    assert [s["gsteps"] for s in stages] == [2] + [3] * (len(stages) - 1)
+    assert [s["gsteps"] for s in plain_stages] == [3] * len(stages)
+    assert stages[0]["curve"] != plain_stages[0]["curve"]
+
+
 def test_batch_coarse_draws_several_fakes_per_step_at_the_coarsest_scales_only():
     cfg = CFG.replace(batch_coarse=3, coarse_scales=1)
     assert [cfg.batch_at(k) for k in range(3)] == [3, 1, 1]
@@ -120,7 +131,8 @@ def test_early_stop_records_the_iterations_each_scale_ran():
 @pytest.mark.parametrize("bad", [{"gp_every": 0}, {"early_stop_patience": -1}, {"concurrent_stages": 0},
                                  {"concurrent_lr_scale": 0.0}, {"alpha_fine": -1.0}, {"alpha_fine_scales": 0},
                                  {"dsteps_coarse": -1}, {"niter_coarse": -1}, {"coarse_scales": 0},
-                                 {"alpha_coarse": -1.0}, {"batch": 0}, {"batch_coarse": -1}])
+                                 {"alpha_coarse": -1.0}, {"batch": 0}, {"batch_coarse": -1},
+                                 {"gsteps_coarse": -1}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)
