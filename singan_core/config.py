@@ -147,30 +147,30 @@ class Config:
 
     def iterations(self, k: int) -> int:
         """Iterations at scale k counted from the coarsest; High-Res-SinGAN's linear epoch decay when enabled."""
-        if self.niter_coarse and k < self.coarse_scales:
-            return self.niter_coarse
-        if not self.epoch_decay:
-            return self.niter
-        fraction = max(1.0 - k * self.epoch_decay_rate, self.epoch_decay_floor)
-        return max(1, round(self.niter * fraction))
+        fraction = max(1.0 - k * self.epoch_decay_rate, self.epoch_decay_floor) if self.epoch_decay else 1.0
+        return self._at_coarse(k, self.niter_coarse, max(1, round(self.niter * fraction)))
 
     def alpha_at(self, k: int, n_scales: int) -> float:
         """The reconstruction weight alpha at scale k (0 = coarsest) of an n_scales pyramid."""
         if self.alpha_fine and k >= n_scales - self.alpha_fine_scales:
             return self.alpha_fine
-        return self.alpha_coarse if self.alpha_coarse and k < self.coarse_scales else self.alpha
+        return self._at_coarse(k, self.alpha_coarse, self.alpha)
 
     def dsteps_at(self, k: int) -> int:
         """D steps per iteration at scale k (0 = coarsest)."""
-        return self.dsteps_coarse if self.dsteps_coarse and k < self.coarse_scales else self.dsteps
+        return self._at_coarse(k, self.dsteps_coarse, self.dsteps)
 
     def gsteps_at(self, k: int) -> int:
         """G steps per iteration at scale k (0 = coarsest)."""
-        return self.gsteps_coarse if self.gsteps_coarse and k < self.coarse_scales else self.gsteps
+        return self._at_coarse(k, self.gsteps_coarse, self.gsteps)
 
     def batch_at(self, k: int) -> int:
         """Fakes per D and G step at scale k (0 = coarsest)."""
-        return self.batch_coarse if self.batch_coarse and k < self.coarse_scales else self.batch
+        return self._at_coarse(k, self.batch_coarse, self.batch)
+
+    def _at_coarse(self, k: int, coarse_value: Any, value: Any) -> Any:
+        """coarse_value at the coarsest `coarse_scales` scales when it is set (non-zero), else value."""
+        return coarse_value if coarse_value and k < self.coarse_scales else value
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -252,7 +252,7 @@ PRESETS: dict[str, Config] = {
     # choices. benchmarks/fast_vs_paper.py (README, "The fast preset against paper") has the figures.
     "fast": _PAPER.replace(niter=450, dsteps=1, gsteps=3, gp_every=4, epoch_decay=True, nfc_double_every=5,
                              concurrent_stages=2, early_stop_patience=100, early_stop_tol=0.02, precision="bfloat16",
-                             alpha_fine=50.0, alpha_fine_scales=2, alpha_coarse=2.0, coarse_scales=3, batch_coarse=3,
+                             alpha_fine=50.0, alpha_coarse=2.0, coarse_scales=3, batch_coarse=3,
                              epoch_decay_rate=0.25, epoch_decay_floor=0.2),
     # seconds on a tiny image, for tests
     "test": Config(max_size=32, min_size=16, niter=20, nfc=8, nfc_max=16, dsteps=1, gsteps=1, scale_factor=0.6),
