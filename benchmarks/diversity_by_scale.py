@@ -1,14 +1,16 @@
-"""Where a pyramid's sample variety is made: diversity with z* fixed at the k coarsest stages.
+"""Where a pyramid's sample variety and its reconstruction error are made, scale by scale.
 
     python benchmarks/diversity_by_scale.py MODEL_DIR... [--samples 50] [--seed 0] [--fixed 0 1 2]
 
 For every trained model folder (a `singan train` output, or a folder of benchmarks/fast_vs_paper.py's cache), draws
 `--samples` samples with the reconstruction noise {z*, 0, ...} at the first k stages and fresh z_n above them
 (the paper's gen_start_scale), for each k of `--fixed`, and prints SinGAN's diversity of each set against x_0; then
-the diversity of the coarsest stage's own output against x_N, and sigma_n of every stage. k = 0 is the diversity
+the diversity of the coarsest stage's own output against x_N, sigma_n of every stage, and the reconstruction RMSE
+of every stage (x~rec_n, the pyramid run on {z*, 0, ..., 0} up to stage n, against x_n). k = 0 is the diversity
 that benchmarks/fast_vs_paper.py reports (up to the rounding of its samples to 8 bits); k = N (every stage fixed)
 is the reconstruction, 0. Comparing two models row by row shows at which scales one adds more variety: the
-seventh screening of `fast` against `paper` (benchmarks/results/fast_vs_paper/SCREENINGS.md).
+seventh screening of `fast` against `paper` (benchmarks/results/fast_vs_paper/SCREENINGS.md); the reconstruction
+column shows at which scale the final reconstruction error stops falling (the thirteenth).
 """
 
 from __future__ import annotations
@@ -23,15 +25,22 @@ from singan_core.singan import ModelFileError, SinGAN
 
 
 def by_scale(model: SinGAN, samples: int, seed: int, fixed: list[int]) -> dict:
-    """Diversity with z* at the first k stages for each k of `fixed`, the coarsest output's, and each sigma_n."""
+    """Diversity with z* at the first k stages for each k of `fixed`, the coarsest output's, each sigma_n, and the
+    reconstruction RMSE of every stage, RMSE(x~rec_n, x_n) (x~rec_n clamped to [-1, 1] as samples are)."""
     def draw(**kw) -> torch.Tensor:
         with torch.no_grad():
             return model.generate(samples, generator=torch.Generator().manual_seed(seed), **kw).clamp(-1, 1)
+
+    def rec_until(stages: int) -> torch.Tensor:  # x~rec of the last of the first `stages` stages
+        with torch.no_grad():
+            return model.generate(1, fixed_noise_stages=model.num_stages, until=stages).clamp(-1, 1)
 
     return {
         "fixed": {k: diversity(draw(fixed_noise_stages=k), model.reals[-1]) for k in fixed},
         "coarsest": diversity(draw(until=1), model.reals[0]),
         "noise_amp": [s.noise_amp for s in model.stages],
+        "rec_rmse": [(rec_until(k + 1) - model.reals[k][:1]).pow(2).mean().sqrt().item()
+                     for k in range(model.num_stages)],
     }
 
 
@@ -54,14 +63,17 @@ def main() -> None:
             models[folder] = SinGAN.load(folder, "cpu")
         except (ModelFileError, FileNotFoundError) as e:
             sys.exit(f"error: {e}")
-    print("| model | " + " | ".join(f"z* at {k} coarsest" for k in args.fixed) + " | coarsest output | sigma_n |")
-    print("| --- " * (len(args.fixed) + 3) + "|")
+    columns = [f"z* at {k} coarsest" for k in args.fixed] + ["coarsest output", "sigma_n", "rec RMSE per stage"]
+    print("| model | " + " | ".join(columns) + " |")
+    print("| --- " * (len(args.fixed) + 4) + "|")
     for folder, model in models.items():
         fixed = [min(k, model.num_stages) for k in args.fixed]  # k past the finest stage: every stage fixed
         row = by_scale(model, args.samples, args.seed, fixed)
         cells = [f"{row['fixed'][k]:.3f}" for k in fixed]
         amps = ", ".join(f"{a:.4f}" for a in row["noise_amp"])
-        print(f"| {folder.rstrip('/').split('/')[-1]} | " + " | ".join(cells) + f" | {row['coarsest']:.3f} | {amps} |")
+        recs = ", ".join(f"{e:.4f}" for e in row["rec_rmse"])
+        cells += [f"{row['coarsest']:.3f}", amps, recs]
+        print(f"| {folder.rstrip('/').split('/')[-1]} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -118,5 +119,8 @@ def test_diversity_by_scale_falls_to_zero_as_z_star_is_fixed_at_more_stages(tiny
     free, one, every, coarsest = (float(c) for c in row[:4])
     assert free > one > every == 0.0  # all stages fixed: the reconstruction, the same for every sample
     assert coarsest > 0.0 and len(row[4].split(",")) == n
+    recs = [float(e) for e in row[5].split(",")]  # RMSE(x~rec_n, x_n) per stage; the finest is the reconstruction's
+    assert len(recs) == n and all(e > 0 for e in recs)
+    assert recs[-1] == pytest.approx((model.reconstruct() - model.reals[-1]).pow(2).mean().sqrt().item(), abs=1e-4)
     missing = _script(script, str(tmp_path / "none"))
     assert missing.returncode == 1 and "no SinGAN model" in missing.stderr and not missing.stdout
