@@ -109,10 +109,8 @@ def ops_per_epoch(k, cfg, K, device) -> tuple[float, float]:
             run_stage(k, tiny, cfg, K, niter, P, device, counter)
         coarser = ts.random_model(tiny, cfg, k)
         if coarser is not None:
-            dsteps = 0 if cfg.adv_loss == "frechet-patch" else cfg.dsteps_at(k)
-            per_iteration = dsteps + (0 if cfg.g_input == "last-d" and dsteps else cfg.gsteps_at(k))  # as train_stage
-            with counters[2]:
-                next(random_prevs([coarser] * K, (24, 24), cfg.prefetch * per_iteration * cfg.batch_at(k), 0))
+            with counters[2]:  # one prefetch of up(x~), as train_stage draws them
+                next(random_prevs([coarser] * K, (24, 24), cfg.prefetch * cfg.draws_per_iteration(k), 0))
     steps = [counters[1].ops - counters[0].ops, counters[1].kernels - counters[0].kernels]
     return ((steps[0] + counters[2].ops / cfg.prefetch) / K, (steps[1] + counters[2].kernels / cfg.prefetch) / K)
 

@@ -157,8 +157,8 @@ class Config:
         return self._at_coarse(k, self.alpha_coarse, self.alpha)
 
     def dsteps_at(self, k: int) -> int:
-        """D steps per iteration at scale k (0 = coarsest)."""
-        return self._at_coarse(k, self.dsteps_coarse, self.dsteps)
+        """D steps per iteration at scale k (0 = coarsest); none with the Frechet patch loss, which has no D."""
+        return 0 if self.adv_loss == "frechet-patch" else self._at_coarse(k, self.dsteps_coarse, self.dsteps)
 
     def gsteps_at(self, k: int) -> int:
         """G steps per iteration at scale k (0 = coarsest)."""
@@ -167,6 +167,13 @@ class Config:
     def batch_at(self, k: int) -> int:
         """Fakes per D and G step at scale k (0 = coarsest)."""
         return self._at_coarse(k, self.batch_coarse, self.batch)
+
+    def draws_per_iteration(self, k: int) -> int:
+        """Random up(x~_{n+1}) one iteration at scale k draws: batch_at(k) per D step and per G step, none for the
+        G steps when they reuse the last D step's inputs (g_input = last-d)."""
+        dsteps = self.dsteps_at(k)
+        gsteps = 0 if self.g_input == "last-d" and dsteps else self.gsteps_at(k)
+        return (dsteps + gsteps) * self.batch_at(k)
 
     def _at_coarse(self, k: int, coarse_value: Any, value: Any) -> Any:
         """coarse_value at the coarsest `coarse_scales` scales when it is set (non-zero), else value."""

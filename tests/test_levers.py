@@ -93,6 +93,10 @@ def test_batch_coarse_draws_several_fakes_per_step_at_the_coarsest_scales_only()
     cfg = CFG.replace(batch_coarse=3, coarse_scales=1)
     assert [cfg.batch_at(k) for k in range(3)] == [3, 1, 1]
     assert [CFG.replace(batch=2).batch_at(k) for k in range(3)] == [2, 2, 2]
+    steps = CFG.dsteps + CFG.gsteps  # up(x~) draws per iteration: one per fake of every D and G step
+    assert [cfg.draws_per_iteration(k) for k in range(2)] == [3 * steps, steps]
+    assert cfg.replace(g_input="last-d").draws_per_iteration(0) == 3 * CFG.dsteps  # G reuses D's inputs
+    assert cfg.replace(adv_loss="frechet-patch").draws_per_iteration(0) == 3 * CFG.gsteps  # no D steps
     assert preset("paper").replace(batch_coarse=3).hash() != PAPER_HASH
     model, plain = _trained(cfg), _trained(CFG)
     stages = model.report["stages"]
