@@ -186,9 +186,9 @@ def main() -> None:
             compute = K * flops[k] / (args.peak_tflops * 1e12 * args.efficiency)
             model = [max(kernels * K * u * 1e-6, compute) / K for u in launch_us]  # seconds per epoch per image
             if k in timed:
-                hours += sec * cfg.iterations(k) / 3600
+                hours += sec * cfg.iterations(k, n) / 3600
             for j, m in enumerate(model):
-                model_hours[j] += m * cfg.iterations(k) / 3600
+                model_hours[j] += m * cfg.iterations(k, n) / 3600
             shape = "x".join(map(str, reals[k].shape[-2:]))
             print(f"{k:>5} {shape:>9} {cfg.channels(k):>4} {sec:>9.4f} {ops:>11.0f} {kernels:>12.0f} "
                   f"{flops[k] / 1e9:>9.2f} " + " ".join(f"{m * 1e3:>10.3f}ms" for m in model), flush=True)

@@ -238,7 +238,7 @@ def main() -> None:
         if k == n_stages - 1:
             finest = sec
         total_ref += ref
-        projected += sec * cfg.iterations(k)
+        projected += sec * cfg.iterations(k, n_stages)
         shape = "x".join(map(str, reals[k].shape[-2:]))
         print(f"{k:>5} {shape:>9} {cfg.channels(k):>4} {sec:>8.3f} {gflops:>8.1f} {100 * gflops / peak:>5.0f}% "
               f"{ref:>9.3f} {ref / sec:>7.2f}x", flush=True)

@@ -35,7 +35,7 @@ HASHED_WHEN_SET: dict[str, Any] = {
     "gp_every": 1, "early_stop_patience": 0, "early_stop_tol": 0.01, "concurrent_stages": 1,
     "concurrent_lr_scale": 0.1, "precision": "float32", "alpha_fine": 0.0, "alpha_fine_scales": 2,
     "dsteps_coarse": 0, "niter_coarse": 0, "coarse_scales": 2, "alpha_coarse": 0.0, "batch": 1, "batch_coarse": 0,
-    "gsteps_coarse": 0,
+    "gsteps_coarse": 0, "niter_finest": 0, "rec_steps_finest": 0,
 }
 
 
@@ -90,6 +90,10 @@ class Config:
     niter_coarse: int = 0  # ... 0: niter there too (epoch decay applied); else their iterations
     alpha_coarse: float = 0.0  # ... 0: alpha there too; else their reconstruction weight (alpha_fine wins on overlap)
     batch_coarse: int = 0  # ... 0: batch there too; else their fakes per step (many coarse layouts per update)
+    # the finest scale (G_0, D_0), where x_0's own detail is learnt and an iteration is the dearest:
+    niter_finest: int = 0  # ... 0: niter there too (epoch decay applied); else its iterations
+    rec_steps_finest: int = 0  # ... extra G_0 updates per iteration on the reconstruction loss alone (no D_0, no
+    # random draws: one pass of G_0 each, a fraction of an iteration), so x~rec_0 gets close to x_0 in few iterations
     # epoch decay (High-Res-SinGAN): scale k (0 = coarsest) trains niter * max(1 - k * rate, floor)
     epoch_decay: bool = False
     epoch_decay_rate: float = 0.1
@@ -127,6 +131,8 @@ class Config:
                 or self.coarse_scales < 1:
             raise ValueError("dsteps_coarse, gsteps_coarse, niter_coarse and batch_coarse must not be negative, "
                              "coarse_scales must be at least 1")
+        if self.niter_finest < 0 or self.rec_steps_finest < 0:
+            raise ValueError("niter_finest and rec_steps_finest must not be negative")
         if self.concurrent_lr_scale <= 0:
             raise ValueError(f"concurrent_lr_scale must be positive, got {self.concurrent_lr_scale}")
         if self.concurrent_stages > 1 and self.upsample == "uint8":
@@ -145,10 +151,17 @@ class Config:
         """Width of G_n and D_n at scale k counted from the coarsest (k = N - n)."""
         return min(self.nfc * 2 ** (k // self.nfc_double_every), self.nfc_max)
 
-    def iterations(self, k: int) -> int:
-        """Iterations at scale k counted from the coarsest; High-Res-SinGAN's linear epoch decay when enabled."""
+    def iterations(self, k: int, n_scales: int) -> int:
+        """Iterations at scale k (0 = coarsest) of an n_scales pyramid; High-Res-SinGAN's linear epoch decay when
+        enabled."""
+        if self.niter_finest and k == n_scales - 1:
+            return self.niter_finest
         fraction = max(1.0 - k * self.epoch_decay_rate, self.epoch_decay_floor) if self.epoch_decay else 1.0
         return self._at_coarse(k, self.niter_coarse, max(1, round(self.niter * fraction)))
+
+    def rec_steps_at(self, k: int, n_scales: int) -> int:
+        """Reconstruction-only G steps per iteration at scale k (0 = coarsest) of an n_scales pyramid."""
+        return self.rec_steps_finest if k == n_scales - 1 else 0
 
     def alpha_at(self, k: int, n_scales: int) -> float:
         """The reconstruction weight alpha at scale k (0 = coarsest) of an n_scales pyramid."""
@@ -247,20 +260,23 @@ PRESETS: dict[str, Config] = {
     # (singan_core.applications.highres.highres_rule(500)): receptive field x s (10 layers of 3x3, 21 px),
     # min_size x s (same number of scales), width 32 s^2 = 128 fixed over the scales, High-Res-SinGAN's epoch decay.
     "highres": Config(max_size=500, min_size=50, num_layer=10, nfc=128, nfc_max=128, epoch_decay=True),
-    # Issue 12's preset, about 20x less time than `paper` at 96 px on one thread, NOT yet at its quality on every
-    # photo: 450 iterations with a steep High-Res-SinGAN epoch decay (rate 0.25, floor 0.2: 450, 338, 225, 112, then
-    # 90 from the 5th scale on), 1 D step and 3 G steps (G's updates are what the reconstruction needs), the gradient
+    # Issue 12's preset, about 20x less time than `paper` at 96 px on one thread: 450 iterations with a steep
+    # High-Res-SinGAN epoch decay (rate 0.25, floor 0.2: 450, 338, 225, 112, then 90 from the 5th scale on) and 60
+    # at the finest scale, 1 D step and 3 G steps (G's updates are what the reconstruction needs), the gradient
     # penalty on every 4th D step (lazy, StyleGAN2), 32 channels up to the 5th scale, G_{n+1} trained with G_n at
-    # lr x 0.1 (ConSinGAN), a scale stopped early when its losses stopped moving, bfloat16 autocast (1.2-1.4x faster
+    # lr x 0.15 (ConSinGAN), a scale stopped early when its losses stopped moving, bfloat16 autocast (1.2-1.4x faster
     # on CPUs with AVX512-BF16 or AMX), the reconstruction weighted 50 at the finest 2 scales (sharp texture in few
-    # iterations) and 2 at the coarsest 3 (the adversarial loss shapes the layout), and 3 fakes per D and G step at
+    # iterations) and 2 at the coarsest 3 (the adversarial loss shapes the layout), 3 fakes per D and G step at
     # those 3 (each update sees 3 coarse layouts, so the finer generators learn to pull any of them back toward the
-    # photo's, as `paper`'s do with 5x the iterations). Built on `paper`, so it follows the paper preset's settled
-    # choices. benchmarks/fast_vs_paper.py (README, "The fast preset against paper") has the figures.
+    # photo's, as `paper`'s do with 5x the iterations), and 6 reconstruction-only G_0 steps per iteration at the
+    # finest scale (x_0's own detail, which `paper` learns in 2000 iterations, for a fraction of one's cost). Built
+    # on `paper`, so it follows the paper preset's settled choices. benchmarks/fast_vs_paper.py (README, "The fast
+    # preset against paper") has the figures.
     "fast": _PAPER.replace(niter=450, dsteps=1, gsteps=3, gp_every=4, epoch_decay=True, nfc_double_every=5,
-                             concurrent_stages=2, early_stop_patience=100, early_stop_tol=0.02, precision="bfloat16",
-                             alpha_fine=50.0, alpha_coarse=2.0, coarse_scales=3, batch_coarse=3,
-                             epoch_decay_rate=0.25, epoch_decay_floor=0.2),
+                             concurrent_stages=2, concurrent_lr_scale=0.15, early_stop_patience=100,
+                             early_stop_tol=0.02, precision="bfloat16", alpha_fine=50.0, alpha_coarse=2.0,
+                             coarse_scales=3, batch_coarse=3, epoch_decay_rate=0.25, epoch_decay_floor=0.2,
+                             niter_finest=60, rec_steps_finest=6),
     # seconds on a tiny image, for tests
     "test": Config(max_size=32, min_size=16, niter=20, nfc=8, nfc_max=16, dsteps=1, gsteps=1, scale_factor=0.6),
 }

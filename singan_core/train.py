@@ -169,7 +169,8 @@ def train_stage(
     they all draw them from the same seed).
     `prev_transform`, if given, is applied to every random up(x~_{n+1}) fed to G_n (paint-to-image's
     fine-tune on colour-quantized inputs); the reconstruction input is left as it is.
-    With concurrent_stages J > 1 (ConSinGAN) the J - 1 coarser generators train too (levers.Window).
+    With concurrent_stages J > 1 (ConSinGAN) the J - 1 coarser generators train too (levers.Window). At the finest
+    scale, cfg.rec_steps_finest more G steps on the reconstruction loss alone follow each iteration's G steps.
     Returns per image: the stage, z* (drawn here when k = 0, else the coarser model's), a report, and
     the retrained coarser stages k-J+1 .. k-1 (empty when J = 1).
     """
@@ -202,7 +203,8 @@ def train_stage(
     if window.stages:  # ConSinGAN: the reconstruction goes through the window's stages too
         rec_window = window.reconstruction_input(M, z_star)
 
-    iters = cfg.iterations(k)
+    iters = cfg.iterations(k, len(reals))
+    rec_steps = cfg.rec_steps_at(k, len(reals))
     alpha = cfg.alpha_at(k, len(reals))
     frechet = cfg.adv_loss == "frechet-patch"
     dsteps = cfg.dsteps_at(k)
@@ -251,6 +253,14 @@ def train_stage(
     def draw_z() -> torch.Tensor:  # noise_amp_n * z_n for one step's B fakes
         return amp * for_each_image(stage_noise(k, batch, shape, device))
 
+    def reconstruction_loss(i: int) -> torch.Tensor:  # ||G_n(z*, up(x~rec_{n+1})) - x_n||^2 of training image i
+        if window.stages:
+            rec_in = window(rec_window[0][i : i + 1], [z[i : i + 1] for z in rec_window[1]])
+        else:
+            rec_in = rec_prev[i : i + 1]
+        rec = full(G(amp * rec_noise[i : i + 1], rec_in))
+        return per_image_mean(F.mse_loss(rec, real[i : i + 1], reduction="none"), K)
+
     precision = arithmetic(cfg, device)  # entered around the forward passes of every step
     d_step = gp_evaluations = 0
     stopper = EarlyStop(cfg.early_stop_patience, cfg.early_stop_tol, K)
@@ -291,14 +301,15 @@ def train_stage(
                                             in zip(real_stats[i], each_image(fake, K), strict=True)]).float()
                 else:
                     loss_adv = -per_image_mean(full(D(fake)), K)
-                if window.stages:
-                    rec_in = window(rec_window[0][i : i + 1], [z[i : i + 1] for z in rec_window[1]])
-                else:
-                    rec_in = rec_prev[i : i + 1]
-                rec = full(G(amp * rec_noise[i : i + 1], rec_in))
-                loss_rec = per_image_mean(F.mse_loss(rec, real[i : i + 1], reduction="none"), K)
+                loss_rec = reconstruction_loss(i)
             opt_g.zero_grad(set_to_none=True)
             (loss_adv + alpha * loss_rec).sum().backward()
+            opt_g.step()
+        for _ in range(rec_steps):  # the reconstruction alone: G_n (and the window) toward x_n, no D_n
+            with precision:
+                loss_rec = reconstruction_loss(pick())
+            opt_g.zero_grad(set_to_none=True)
+            (alpha * loss_rec).sum().backward()
             opt_g.step()
         D.requires_grad_(True)
         if dsteps:
@@ -339,6 +350,7 @@ def train_stage(
             "alpha": alpha,
             "dsteps": dsteps,  # D steps per iteration at this scale
             "gsteps": gsteps,  # G steps per iteration at this scale
+            "rec_steps": rec_steps,  # reconstruction-only G steps per iteration at this scale
             "batch": batch,  # fakes per D and G step
             "iterations": ran[j],  # what the scale ran: fewer than planned_iterations when it stopped early
             "planned_iterations": iters,

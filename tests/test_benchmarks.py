@@ -124,3 +124,30 @@ def test_diversity_by_scale_falls_to_zero_as_z_star_is_fixed_at_more_stages(tiny
     assert recs[-1] == pytest.approx((model.reconstruct() - model.reals[-1]).pow(2).mean().sqrt().item(), abs=1e-4)
     missing = _script(script, str(tmp_path / "none"))
     assert missing.returncode == 1 and "no SinGAN model" in missing.stderr and not missing.stdout
+
+
+def test_finest_scale_retrains_only_the_finest_scale_and_its_preset_line_is_the_full_run(tmp_path):
+    from singan_core import SinGAN, preset, train
+
+    from .conftest import synthetic_image, write_png
+
+    image = write_png(tmp_path / "toy.png", synthetic_image(28, 32, seed=2))
+    script = ROOT / "benchmarks" / "finest_scale.py"
+    toy = ["--preset", "test", "--max-size", "32", "--set", "niter=4", "--samples", "4", "--work", str(tmp_path / "w")]
+    done = _script(script, image, *toy, "--variant", "few=niter_finest=2", "rec=rec_steps_finest=3")
+    assert done.returncode == 0, done.stderr
+    lines = {line.split(":")[0].strip(): line for line in done.stdout.splitlines()[1:]}
+    assert set(lines) == {"test", "few", "rec"} and "2 iterations" in lines["few"] and "4 iterations" in lines["rec"]
+    work = next((tmp_path / "w").iterdir())
+    full, own = SinGAN.load(str(work / "full"), "cpu"), SinGAN.load(str(work / "test"), "cpu")
+    alone = train(image, preset("test").replace(niter=4), progress=False)
+    for model in (full, own):  # the preset's line is the model a full run gives
+        torch.testing.assert_close(model.reconstruct(), alone.reconstruct(), rtol=0, atol=0)
+    rec = SinGAN.load(str(work / "rec"), "cpu")
+    assert rec.report["stages"][-1]["rec_steps"] == 3 and all(s["rec_steps"] == 0 for s in rec.report["stages"][:-1])
+    for a, b in zip(rec.stages[:-1], own.stages[:-1], strict=True):  # the coarser scales are the preset's
+        assert torch.equal(a.generator.tail.weight, b.generator.tail.weight)
+    again = _script(script, image, *toy)  # the snapshot and the finished runs are reused, the figures the same
+    assert again.returncode == 0 and lines["test"].split("; run")[1] in again.stdout
+    bad = _script(script, image, *toy, "--variant", "x=no_such_field=1")
+    assert bad.returncode == 1 and "no_such_field" in bad.stderr

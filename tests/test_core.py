@@ -219,7 +219,8 @@ def test_every_variant_trains(overrides):
     model = train(img, cfg, progress=False)
     assert model.sample(2, seed=0).isfinite().all()
     rep = model.report
-    assert [s["iterations"] for s in rep["stages"]] == [cfg.iterations(k) for k in range(model.num_stages)]
+    n = model.num_stages
+    assert [s["iterations"] for s in rep["stages"]] == [cfg.iterations(k, n) for k in range(n)]
     assert all(math.isfinite(s["loss_rec"]) for s in rep["stages"])
     if overrides.get("padding") == "constant":
         assert any(float(s.generator.pad_value) != 0 for s in model.stages)
@@ -285,8 +286,8 @@ def test_torch_bias_init_leaves_conv_biases_random():
 
 def test_epoch_decay_schedule():
     cfg = Config(niter=2000, epoch_decay=True)
-    assert [cfg.iterations(k) for k in range(9)] == [2000, 1800, 1600, 1400, 1200, 1000, 800, 600, 600]
-    assert Config(niter=2000).iterations(8) == 2000
+    assert [cfg.iterations(k, 9) for k in range(9)] == [2000, 1800, 1600, 1400, 1200, 1000, 800, 600, 600]
+    assert Config(niter=2000).iterations(8, 9) == 2000
 
 
 def test_frechet_patch_loss_is_zero_for_identical_images():

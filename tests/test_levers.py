@@ -19,6 +19,10 @@ def _trained(cfg: Config, **kw) -> SinGAN:
     return train(synthetic_image(36, 40, seed=3), cfg, progress=False, **kw)
 
 
+def _rec_rmse(model: SinGAN) -> float:
+    return float((model.reconstruct() - model.reals[-1]).pow(2).mean().sqrt())
+
+
 def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
     assert preset("paper").hash() == PAPER_HASH
     defaults = {"gp_every": 1, "early_stop_patience": 0, "concurrent_stages": 1}
@@ -29,7 +33,8 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
     a = _trained(CFG)
     b = _trained(CFG.replace(**defaults, early_stop_tol=0.01, concurrent_lr_scale=0.1, precision="float32",
                              alpha_fine=0.0, alpha_fine_scales=2, dsteps_coarse=0, niter_coarse=0, coarse_scales=2,
-                             alpha_coarse=0.0, batch=1, batch_coarse=0, gsteps_coarse=0))
+                             alpha_coarse=0.0, batch=1, batch_coarse=0, gsteps_coarse=0, niter_finest=0,
+                             rec_steps_finest=0))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -112,11 +117,29 @@ def test_batch_coarse_draws_several_fakes_per_step_at_the_coarsest_scales_only()
 
 def test_niter_coarse_sets_the_iterations_of_the_coarsest_scales():
     cfg = CFG.replace(niter=6, niter_coarse=10, coarse_scales=2, epoch_decay=True, epoch_decay_rate=0.25)
-    assert [cfg.iterations(k) for k in range(4)] == [10, 10, 3, 2]  # epoch decay on the finer scales only
+    assert [cfg.iterations(k, 4) for k in range(4)] == [10, 10, 3, 2]  # epoch decay on the finer scales only
     model = _trained(cfg)
     stages = model.report["stages"]
-    assert [s["iterations"] for s in stages] == [cfg.iterations(k) for k in range(len(stages))]
+    assert [s["iterations"] for s in stages] == [cfg.iterations(k, len(stages)) for k in range(len(stages))]
     assert stages[0]["curve"][-1][0] == 9
+
+
+def test_the_finest_scale_takes_its_own_iterations_and_reconstruction_steps():
+    cfg = CFG.replace(niter_finest=5, rec_steps_finest=3)
+    assert preset("paper").replace(rec_steps_finest=3).hash() != PAPER_HASH
+    assert [cfg.iterations(k, 3) for k in range(3)] == [8, 8, 5]
+    assert [cfg.rec_steps_at(k, 3) for k in range(3)] == [0, 0, 3]
+    model, plain = _trained(cfg), _trained(CFG)
+    stages, before = model.report["stages"], plain.report["stages"]
+    n = len(stages)
+    assert [s["iterations"] for s in stages] == [8] * (n - 1) + [5]
+    assert [s["rec_steps"] for s in stages] == [0] * (n - 1) + [3]
+    # the coarser scales train exactly as without the levers; the finest one differs
+    assert [s["curve"] for s in stages[:-1]] == [s["curve"] for s in before[:-1]]
+    assert stages[-1]["curve"][-1][0] == 4
+    # the extra steps fit the reconstruction: x~rec_0 is closer to x_0 than with as many plain iterations
+    fewer = _trained(CFG.replace(niter_finest=5))
+    assert _rec_rmse(model) < _rec_rmse(fewer)
 
 
 def test_early_stop_records_the_iterations_each_scale_ran():
@@ -136,7 +159,7 @@ def test_early_stop_records_the_iterations_each_scale_ran():
                                  {"concurrent_lr_scale": 0.0}, {"alpha_fine": -1.0}, {"alpha_fine_scales": 0},
                                  {"dsteps_coarse": -1}, {"niter_coarse": -1}, {"coarse_scales": 0},
                                  {"alpha_coarse": -1.0}, {"batch": 0}, {"batch_coarse": -1},
-                                 {"gsteps_coarse": -1}])
+                                 {"gsteps_coarse": -1}, {"niter_finest": -1}, {"rec_steps_finest": -1}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)
@@ -210,10 +233,12 @@ def test_the_fast_candidate_trains_from_the_cli_and_records_its_levers(tmp_path)
     assert res.exit_code == 0, res.output
     model = SinGAN.load(str(tmp_path / "m"), "cpu")
     stages = model.report["stages"]
-    assert [s["iterations"] for s in stages] == [model.config.iterations(k) for k in range(len(stages))]
+    assert [s["iterations"] for s in stages] == [model.config.iterations(k, len(stages)) for k in range(len(stages))]
     assert [s["trained_stages"] for s in stages][1:] == [[k - 1, k] for k in range(1, len(stages))]
     assert all(s["gp_evaluations"] == -(-s["iterations"] * fast.dsteps // fast.gp_every) for s in stages)
     assert [s["batch"] for s in stages] == [fast.batch_at(k) for k in range(len(stages))]
+    assert [s["rec_steps"] for s in stages] == [0] * (len(stages) - 1) + [fast.rec_steps_finest]
+    assert stages[-1]["planned_iterations"] == fast.niter_finest
 
 
 def test_bfloat16_training_runs_its_passes_in_bfloat16_and_keeps_float32_weights(device, monkeypatch):

@@ -18,9 +18,10 @@ VARIANTS = {
     "frechet": {"adv_loss": "frechet-patch", "padding": "replicate"},
     # lazy penalty, and early stops at different iterations per image (the pack goes on without the stopped ones)
     "levers": {"gp_every": 2, "early_stop_patience": 1, "early_stop_tol": 0.06},
-    # ConSinGAN's concurrent stages (with early stops: each image keeps its window's generators where it stopped)
+    # ConSinGAN's concurrent stages (with early stops: each image keeps its window's generators where it stopped),
+    # and reconstruction-only steps at the finest scale, through the window
     "concurrent": {"concurrent_stages": 3, "concurrent_lr_scale": 0.5, "early_stop_patience": 1,
-                   "early_stop_tol": 0.1},
+                   "early_stop_tol": 0.1, "rec_steps_finest": 2},
     # several fakes per step (the coarsest scale 3, the others 2), through a ConSinGAN window
     "batch": {"batch": 2, "batch_coarse": 3, "coarse_scales": 1, "concurrent_stages": 2},
 }
@@ -68,7 +69,7 @@ def test_a_pack_trains_each_image_as_if_alone(variant, device, float64):
     for i, x in enumerate(images()):
         alone = train(x, cfg, device=device, progress=False)
         assert_same_model(packed[i], alone)
-        recorded = ("iterations", "gp_evaluations", "trained_stages")
+        recorded = ("iterations", "gp_evaluations", "trained_stages", "rec_steps")
         assert [[s[key] for key in recorded] for s in packed[i].report["stages"]] == \
             [[s[key] for key in recorded] for s in alone.report["stages"]]
     if variant in ("levers", "concurrent"):  # the images did stop at different iterations
