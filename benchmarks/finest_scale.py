@@ -30,7 +30,7 @@ from fast_vs_paper import run_figures
 from reference_parity import parse_variants
 
 from singan_core.config import Config, preset
-from singan_core.images import load_image
+from singan_core.images import atomic_write, load_image
 from singan_core.train import prepare_reals, train
 
 
@@ -44,7 +44,8 @@ def retrain_finest(image: Path, cfg: Config, snapshot: Path, out: Path) -> None:
     shutil.copytree(snapshot, out)
     saved = json.loads((out / "model.json").read_text())
     saved["meta"]["config_hash"] = cfg.hash()  # so that training resumes from these scales under cfg
-    (out / "model.json").write_text(json.dumps(saved))
+    with atomic_write(str(out / "model.json"), "w") as f:
+        f.write(json.dumps(saved))
     train(str(image), cfg, out=str(out), progress=False)
 
 

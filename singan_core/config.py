@@ -154,14 +154,13 @@ class Config:
     def iterations(self, k: int, n_scales: int) -> int:
         """Iterations at scale k (0 = coarsest) of an n_scales pyramid; High-Res-SinGAN's linear epoch decay when
         enabled."""
-        if self.niter_finest and k == n_scales - 1:
-            return self.niter_finest
         fraction = max(1.0 - k * self.epoch_decay_rate, self.epoch_decay_floor) if self.epoch_decay else 1.0
-        return self._at_coarse(k, self.niter_coarse, max(1, round(self.niter * fraction)))
+        decayed = self._at_coarse(k, self.niter_coarse, max(1, round(self.niter * fraction)))
+        return self._at_finest(k, n_scales, self.niter_finest, decayed)
 
     def rec_steps_at(self, k: int, n_scales: int) -> int:
         """Reconstruction-only G steps per iteration at scale k (0 = coarsest) of an n_scales pyramid."""
-        return self.rec_steps_finest if k == n_scales - 1 else 0
+        return self._at_finest(k, n_scales, self.rec_steps_finest, 0)
 
     def alpha_at(self, k: int, n_scales: int) -> float:
         """The reconstruction weight alpha at scale k (0 = coarsest) of an n_scales pyramid."""
@@ -191,6 +190,11 @@ class Config:
     def _at_coarse(self, k: int, coarse_value: Any, value: Any) -> Any:
         """coarse_value at the coarsest `coarse_scales` scales when it is set (non-zero), else value."""
         return coarse_value if coarse_value and k < self.coarse_scales else value
+
+    @staticmethod
+    def _at_finest(k: int, n_scales: int, finest_value: Any, value: Any) -> Any:
+        """finest_value at the finest scale (k = n_scales - 1, G_0) when it is set (non-zero), else value."""
+        return finest_value if finest_value and k == n_scales - 1 else value
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
