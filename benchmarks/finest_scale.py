@@ -12,9 +12,10 @@ image (its figures.json).
 
 Every variant's coarser scales are the preset's: a change is applied at the finest scale alone. Training resumes
 scale by scale and every scale draws from its own seed, so for a field that acts at the finest scale only
-(`niter_finest`, `rec_steps_finest`) a line is exactly the model a full run of that config gives, and the preset's
-own line reproduces its full run. Any other field (a learning rate, `noise_amp`, `concurrent_stages`) is screened
-as that change at the finest scale only, which no config expresses: a lead to train in full with fast_vs_paper.
+(`niter_finest`, `rec_steps_finest` with `finest_scales` 1) a line is exactly the model a full run of that config
+gives, and the preset's own line reproduces its full run. Any other field (a learning rate, `noise_amp`,
+`concurrent_stages`, and those two when `finest_scales` covers more scales, as in `fast`) is screened as that change
+at the finest scale only, which no config expresses: a lead to train in full with fast_vs_paper.
 """
 
 from __future__ import annotations

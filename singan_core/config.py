@@ -35,7 +35,7 @@ HASHED_WHEN_SET: dict[str, Any] = {
     "gp_every": 1, "early_stop_patience": 0, "early_stop_tol": 0.01, "concurrent_stages": 1,
     "concurrent_lr_scale": 0.1, "precision": "float32", "alpha_fine": 0.0, "alpha_fine_scales": 2,
     "dsteps_coarse": 0, "niter_coarse": 0, "coarse_scales": 2, "alpha_coarse": 0.0, "batch": 1, "batch_coarse": 0,
-    "gsteps_coarse": 0, "niter_finest": 0, "rec_steps_finest": 0,
+    "gsteps_coarse": 0, "niter_finest": 0, "rec_steps_finest": 0, "finest_scales": 1,
 }
 
 
@@ -90,10 +90,11 @@ class Config:
     niter_coarse: int = 0  # ... 0: niter there too (epoch decay applied); else their iterations
     alpha_coarse: float = 0.0  # ... 0: alpha there too; else their reconstruction weight (alpha_fine wins on overlap)
     batch_coarse: int = 0  # ... 0: batch there too; else their fakes per step (many coarse layouts per update)
-    # the finest scale (G_0, D_0), where x_0's own detail is learnt and an iteration is the dearest:
-    niter_finest: int = 0  # ... 0: niter there too (epoch decay applied); else its iterations
-    rec_steps_finest: int = 0  # ... extra G_0 updates per iteration on the reconstruction loss alone (no D_0, no
-    # random draws: one pass of G_0 each, a fraction of an iteration), so x~rec_0 gets close to x_0 in few iterations
+    # the finest scales (G_0, D_0 ...), where x_0's own detail is learnt and an iteration is the dearest:
+    finest_scales: int = 1  # ... how many: 1, G_0 alone (where they overlap the coarse scales, these values win)
+    niter_finest: int = 0  # ... 0: niter there too (epoch decay applied); else their iterations
+    rec_steps_finest: int = 0  # ... extra G_n updates per iteration on the reconstruction loss alone (no D_n, no
+    # random draws: one pass of G_n each, a fraction of an iteration), so x~rec_n gets close to x_n in few iterations
     # epoch decay (High-Res-SinGAN): scale k (0 = coarsest) trains niter * max(1 - k * rate, floor)
     epoch_decay: bool = False
     epoch_decay_rate: float = 0.1
@@ -131,8 +132,8 @@ class Config:
                 or self.coarse_scales < 1:
             raise ValueError("dsteps_coarse, gsteps_coarse, niter_coarse and batch_coarse must not be negative, "
                              "coarse_scales must be at least 1")
-        if self.niter_finest < 0 or self.rec_steps_finest < 0:
-            raise ValueError("niter_finest and rec_steps_finest must not be negative")
+        if self.niter_finest < 0 or self.rec_steps_finest < 0 or self.finest_scales < 1:
+            raise ValueError("niter_finest and rec_steps_finest must not be negative, finest_scales must be at least 1")
         if self.concurrent_lr_scale <= 0:
             raise ValueError(f"concurrent_lr_scale must be positive, got {self.concurrent_lr_scale}")
         if self.concurrent_stages > 1 and self.upsample == "uint8":
@@ -191,10 +192,10 @@ class Config:
         """coarse_value at the coarsest `coarse_scales` scales when it is set (non-zero), else value."""
         return coarse_value if coarse_value and k < self.coarse_scales else value
 
-    @staticmethod
-    def _at_finest(k: int, n_scales: int, finest_value: Any, value: Any) -> Any:
-        """finest_value at the finest scale (k = n_scales - 1, G_0) when it is set (non-zero), else value."""
-        return finest_value if finest_value and k == n_scales - 1 else value
+    def _at_finest(self, k: int, n_scales: int, finest_value: Any, value: Any) -> Any:
+        """finest_value at the finest `finest_scales` scales (k >= n_scales - finest_scales; 1: G_0 alone) when it
+        is set (non-zero), else value."""
+        return finest_value if finest_value and k >= n_scales - self.finest_scales else value
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -266,21 +267,21 @@ PRESETS: dict[str, Config] = {
     "highres": Config(max_size=500, min_size=50, num_layer=10, nfc=128, nfc_max=128, epoch_decay=True),
     # Issue 12's preset, about 20x less time than `paper` at 96 px on one thread: 450 iterations with a steep
     # High-Res-SinGAN epoch decay (rate 0.25, floor 0.2: 450, 338, 225, 112, then 90 from the 5th scale on) and 60
-    # at the finest scale, 1 D step and 3 G steps (G's updates are what the reconstruction needs), the gradient
+    # at the finest 2 scales, 1 D step and 3 G steps (G's updates are what the reconstruction needs), the gradient
     # penalty on every 4th D step (lazy, StyleGAN2), 32 channels up to the 5th scale, G_{n+1} trained with G_n at
     # lr x 0.15 (ConSinGAN), a scale stopped early when its losses stopped moving, bfloat16 autocast (1.2-1.4x faster
     # on CPUs with AVX512-BF16 or AMX), the reconstruction weighted 50 at the finest 2 scales (sharp texture in few
     # iterations) and 2 at the coarsest 3 (the adversarial loss shapes the layout), 3 fakes per D and G step at
     # those 3 (each update sees 3 coarse layouts, so the finer generators learn to pull any of them back toward the
-    # photo's, as `paper`'s do with 5x the iterations), and 6 reconstruction-only G_0 steps per iteration at the
-    # finest scale (x_0's own detail, which `paper` learns in 2000 iterations, for a fraction of one's cost). Built
+    # photo's, as `paper`'s do with 5x the iterations), and 6 reconstruction-only G_n steps per iteration at the
+    # finest 2 scales (x_n's own detail, which `paper` learns in 2000 iterations, for a fraction of one's cost). Built
     # on `paper`, so it follows the paper preset's settled choices. benchmarks/fast_vs_paper.py (README, "The fast
     # preset against paper") has the figures.
     "fast": _PAPER.replace(niter=450, dsteps=1, gsteps=3, gp_every=4, epoch_decay=True, nfc_double_every=5,
                              concurrent_stages=2, concurrent_lr_scale=0.15, early_stop_patience=100,
                              early_stop_tol=0.02, precision="bfloat16", alpha_fine=50.0, alpha_coarse=2.0,
                              coarse_scales=3, batch_coarse=3, epoch_decay_rate=0.25, epoch_decay_floor=0.2,
-                             niter_finest=60, rec_steps_finest=6),
+                             niter_finest=60, rec_steps_finest=6, finest_scales=2),
     # seconds on a tiny image, for tests
     "test": Config(max_size=32, min_size=16, niter=20, nfc=8, nfc_max=16, dsteps=1, gsteps=1, scale_factor=0.6),
 }

@@ -170,7 +170,8 @@ def train_stage(
     `prev_transform`, if given, is applied to every random up(x~_{n+1}) fed to G_n (paint-to-image's
     fine-tune on colour-quantized inputs); the reconstruction input is left as it is.
     With concurrent_stages J > 1 (ConSinGAN) the J - 1 coarser generators train too (levers.Window). At the finest
-    scale, cfg.rec_steps_finest more G steps on the reconstruction loss alone follow each iteration's G steps.
+    cfg.finest_scales scales, cfg.rec_steps_finest more G steps on the reconstruction loss alone follow each
+    iteration's G steps.
     Returns per image: the stage, z* (drawn here when k = 0, else the coarser model's), a report, and
     the retrained coarser stages k-J+1 .. k-1 (empty when J = 1).
     """

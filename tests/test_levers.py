@@ -34,7 +34,7 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
     b = _trained(CFG.replace(**defaults, early_stop_tol=0.01, concurrent_lr_scale=0.1, precision="float32",
                              alpha_fine=0.0, alpha_fine_scales=2, dsteps_coarse=0, niter_coarse=0, coarse_scales=2,
                              alpha_coarse=0.0, batch=1, batch_coarse=0, gsteps_coarse=0, niter_finest=0,
-                             rec_steps_finest=0))
+                             rec_steps_finest=0, finest_scales=1))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -142,6 +142,19 @@ def test_the_finest_scale_takes_its_own_iterations_and_reconstruction_steps():
     assert _rec_rmse(model) < _rec_rmse(fewer)
 
 
+def test_finest_scales_widens_the_finest_values_to_the_finest_few_scales():
+    cfg = CFG.replace(niter_finest=5, rec_steps_finest=3, finest_scales=2)
+    assert cfg.hash() != CFG.replace(niter_finest=5, rec_steps_finest=3).hash()
+    assert [cfg.iterations(k, 4) for k in range(4)] == [8, 8, 5, 5]
+    assert [cfg.rec_steps_at(k, 4) for k in range(4)] == [0, 0, 3, 3]
+    assert [CFG.replace(finest_scales=2).iterations(k, 4) for k in range(4)] == [8] * 4  # nothing set: no change
+    model = _trained(cfg)
+    stages = model.report["stages"]
+    n = len(stages)
+    assert [s["iterations"] for s in stages] == [8] * (n - 2) + [5, 5]
+    assert [s["rec_steps"] for s in stages] == [0] * (n - 2) + [3, 3]
+
+
 def test_early_stop_records_the_iterations_each_scale_ran():
     # tolerance so wide that every scale stops at its second window: iteration 2 x patience
     model = _trained(CFG.replace(niter=20, early_stop_patience=3, early_stop_tol=1e9))
@@ -159,7 +172,8 @@ def test_early_stop_records_the_iterations_each_scale_ran():
                                  {"concurrent_lr_scale": 0.0}, {"alpha_fine": -1.0}, {"alpha_fine_scales": 0},
                                  {"dsteps_coarse": -1}, {"niter_coarse": -1}, {"coarse_scales": 0},
                                  {"alpha_coarse": -1.0}, {"batch": 0}, {"batch_coarse": -1},
-                                 {"gsteps_coarse": -1}, {"niter_finest": -1}, {"rec_steps_finest": -1}])
+                                 {"gsteps_coarse": -1}, {"niter_finest": -1}, {"rec_steps_finest": -1},
+                                 {"finest_scales": 0}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)
@@ -237,8 +251,9 @@ def test_the_fast_candidate_trains_from_the_cli_and_records_its_levers(tmp_path)
     assert [s["trained_stages"] for s in stages][1:] == [[k - 1, k] for k in range(1, len(stages))]
     assert all(s["gp_evaluations"] == -(-s["iterations"] * fast.dsteps // fast.gp_every) for s in stages)
     assert [s["batch"] for s in stages] == [fast.batch_at(k) for k in range(len(stages))]
-    assert [s["rec_steps"] for s in stages] == [0] * (len(stages) - 1) + [fast.rec_steps_finest]
-    assert stages[-1]["planned_iterations"] == fast.niter_finest
+    finest = fast.finest_scales
+    assert [s["rec_steps"] for s in stages] == [0] * (len(stages) - finest) + [fast.rec_steps_finest] * finest
+    assert [s["planned_iterations"] for s in stages[-finest:]] == [fast.niter_finest] * finest
 
 
 def test_bfloat16_training_runs_its_passes_in_bfloat16_and_keeps_float32_weights(device, monkeypatch):
