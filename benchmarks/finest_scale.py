@@ -1,21 +1,21 @@
-"""Screen changes to the finest scale of a preset in a fraction of the time of full trainings.
+"""Screen changes to the finest scales of a preset in a fraction of the time of full trainings.
 
     python benchmarks/finest_scale.py IMAGE --max-size 96 [--preset fast] [--seed 0] [--threads 1]
         [--set field=value]... [--variant NAME=field=value,...]... [--paper-figures DIR] [--work DIR]
 
-Trains the preset (with every `--set`) once up to, not including, its finest scale and keeps that snapshot in
-`--work`, then trains only the finest scale again from it, for the preset itself and for every `--variant` (a change
-to it), and prints for each: the finest scale's seconds and iterations, the run's seconds (the snapshot's scales
-plus this one), patch SWD, diversity and reconstruction RMSE (measured as benchmarks/fast_vs_paper.py measures
-them), and their ratios to `paper`'s when `--paper-figures` names a fast_vs_paper run folder of `paper` on this
-image (its figures.json).
+Trains the preset (with every `--set`) once up to, not including, its finest `finest_scales` scales (1: G_0 alone)
+and keeps that snapshot in `--work`, then trains only those scales again from it, for the preset itself and for
+every `--variant` (a change to it), and prints for each: their seconds and iterations, the run's seconds (the
+snapshot's scales plus these), patch SWD, diversity and reconstruction RMSE (measured as
+benchmarks/fast_vs_paper.py measures them), and their ratios to `paper`'s when `--paper-figures` names a
+fast_vs_paper run folder of `paper` on this image (its figures.json).
 
-Every variant's coarser scales are the preset's: a change is applied at the finest scale alone. Training resumes
-scale by scale and every scale draws from its own seed, so for a field that acts at the finest scale only
-(`niter_finest`, `rec_steps_finest` with `finest_scales` 1) a line is exactly the model a full run of that config
-gives, and the preset's own line reproduces its full run. Any other field (a learning rate, `noise_amp`,
-`concurrent_stages`, and those two when `finest_scales` covers more scales, as in `fast`) is screened as that change
-at the finest scale only, which no config expresses: a lead to train in full with fast_vs_paper.
+Every variant's coarser scales are the preset's: a change is applied at the retrained scales alone. Training resumes
+scale by scale and every scale draws from its own seed, so for a field that acts at those scales only
+(`niter_finest`, `rec_steps_finest`, and `finest_scales` up to the preset's) a line is exactly the model a full run
+of that config gives, and the preset's own line reproduces its full run. Any other field (a learning rate,
+`noise_amp`, `concurrent_stages`) is screened as that change at the retrained scales only, which no config
+expresses: a lead to train in full with fast_vs_paper.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from singan_core.train import prepare_reals, train
 
 
 def retrain_finest(image: Path, cfg: Config, snapshot: Path, out: Path) -> None:
-    """Train the finest scale of `cfg` in `out`, starting from the coarser scales saved in `snapshot`."""
+    """Train the scales of `cfg` above those saved in `snapshot` in `out`, starting from the snapshot's."""
     if (out / "model.json").exists():
         meta = json.loads((out / "model.json").read_text())["meta"]
         if meta.get("complete") and meta["config_hash"] == cfg.hash():
@@ -71,15 +71,16 @@ def main() -> None:
         sys.exit(f"finest_scale: {e}")
     torch.set_num_threads(args.threads)
     n = len(prepare_reals([image], base)[0])
-    if n < 2:
-        sys.exit("finest_scale: the pyramid has one scale; nothing to keep below the finest")
+    kept = n - base.finest_scales  # the scales trained once, below the finest `finest_scales`
+    if kept < 1:
+        sys.exit(f"finest_scale: the pyramid has {n} scale(s); nothing to keep below the finest {base.finest_scales}")
     root = args.work / f"{args.image.stem}_{base.hash()}"
     snapshot = root / "coarser"
     if not (snapshot / "model.json").exists():
         full = root / "full"
 
-        def keep(report: dict) -> None:  # after the scale below the finest: the snapshot, written whole
-            if report["stage"] == n - 2:
+        def keep(report: dict) -> None:  # after the last scale kept: the snapshot, written whole
+            if report["stage"] == kept - 1:
                 shutil.rmtree(root / "coarser.tmp", ignore_errors=True)
                 shutil.copytree(full, root / "coarser.tmp")
                 (root / "coarser.tmp").rename(snapshot)
@@ -87,18 +88,20 @@ def main() -> None:
         train(str(args.image), base, out=str(full), progress=False, on_stage=keep)
     coarser_s = sum(s["seconds"] for s in json.loads((snapshot / "model.json").read_text())["report"]["stages"])
     paper = json.loads((args.paper_figures / "figures.json").read_text()) if args.paper_figures else None
-    print(f"finest_scale: {args.image.name} at {args.max_size} px, {n} scales, the first {n - 1} trained once "
+    print(f"finest_scale: {args.image.name} at {args.max_size} px, {n} scales, the first {kept} trained once "
           f"({coarser_s:.0f} s); {args.preset} seed {args.seed}, {args.threads} thread(s)")
     for name, cfg in variants.items():
         out = root / name
         retrain_finest(args.image, cfg, snapshot, out)
         f = run_figures(out, args.image, name, cfg, args.samples)
-        last = json.loads((out / "model.json").read_text())["report"]["stages"][-1]
+        retrained = json.loads((out / "model.json").read_text())["report"]["stages"][kept:]
+        seconds = sum(s["seconds"] for s in retrained)
+        iterations = "/".join(str(s["iterations"]) for s in retrained)
         ratios = "" if paper is None else (f" ({f['swd'] / paper['swd']:.2f}x, "
                                            f"{f['diversity'] / paper['diversity']:.2f}, "
                                            f"{f['rec_rmse'] / paper['rec_rmse']:.2f}x paper's)")
-        print(f"{name:>12}: finest scale {last['seconds']:5.1f} s, {last['iterations']} iterations; run "
-              f"{coarser_s + last['seconds']:5.0f} s; patch SWD {f['swd']:.5f}, diversity {f['diversity']:.3f}, "
+        print(f"{name:>12}: finest {n - kept} scale(s) {seconds:5.1f} s, {iterations} iterations; run "
+              f"{coarser_s + seconds:5.0f} s; patch SWD {f['swd']:.5f}, diversity {f['diversity']:.3f}, "
               f"rec RMSE {f['rec_rmse']:.4f}{ratios}", flush=True)
 
 

@@ -151,3 +151,12 @@ def test_finest_scale_retrains_only_the_finest_scale_and_its_preset_line_is_the_
     assert again.returncode == 0 and lines["test"].split("; run")[1] in again.stdout
     bad = _script(script, image, *toy, "--variant", "x=no_such_field=1")
     assert bad.returncode == 1 and "no_such_field" in bad.stderr
+    # with finest_scales 2 the snapshot stops below the finest 2 scales, and both are retrained
+    two = ["--set", "finest_scales=2", "--set", "niter_finest=3", "--work", str(tmp_path / "w2")]
+    done = _script(script, image, *toy, *two, "--variant", "few=niter_finest=2")
+    assert done.returncode == 0, done.stderr
+    lines = {line.split(":")[0].strip(): line for line in done.stdout.splitlines()[1:]}
+    assert "3/3 iterations" in lines["test"] and "2/2 iterations" in lines["few"]
+    own = SinGAN.load(str(next((tmp_path / "w2").iterdir()) / "test"), "cpu")
+    alone = train(image, preset("test").replace(niter=4, finest_scales=2, niter_finest=3), progress=False)
+    torch.testing.assert_close(own.reconstruct(), alone.reconstruct(), rtol=0, atol=0)
