@@ -35,7 +35,7 @@ HASHED_WHEN_SET: dict[str, Any] = {
     "gp_every": 1, "early_stop_patience": 0, "early_stop_tol": 0.01, "concurrent_stages": 1,
     "concurrent_lr_scale": 0.1, "precision": "float32", "alpha_fine": 0.0, "alpha_fine_scales": 2,
     "dsteps_coarse": 0, "niter_coarse": 0, "coarse_scales": 2, "alpha_coarse": 0.0, "batch": 1, "batch_coarse": 0,
-    "gsteps_coarse": 0, "niter_finest": 0, "rec_steps_finest": 0, "finest_scales": 1,
+    "gsteps_coarse": 0, "d_dilation_coarse": 1, "niter_finest": 0, "rec_steps_finest": 0, "finest_scales": 1,
 }
 
 
@@ -90,6 +90,8 @@ class Config:
     niter_coarse: int = 0  # ... 0: niter there too (epoch decay applied); else their iterations
     alpha_coarse: float = 0.0  # ... 0: alpha there too; else their reconstruction weight (alpha_fine wins on overlap)
     batch_coarse: int = 0  # ... 0: batch there too; else their fakes per step (many coarse layouts per update)
+    d_dilation_coarse: int = 1  # ... 1: D_n as everywhere; else the dilation of D_n's body convolutions at the
+    # finest of them (2: receptive field 17 instead of 11, the same weights), so D_n judges the layout passed on
     # the finest scales (G_0, D_0 ...), where x_0's own detail is learnt and an iteration is the dearest:
     finest_scales: int = 1  # ... how many: 1, G_0 alone (where they overlap the coarse scales, these values win)
     niter_finest: int = 0  # ... 0: niter there too (epoch decay applied); else their iterations
@@ -132,6 +134,8 @@ class Config:
                 or self.coarse_scales < 1:
             raise ValueError("dsteps_coarse, gsteps_coarse, niter_coarse and batch_coarse must not be negative, "
                              "coarse_scales must be at least 1")
+        if self.d_dilation_coarse < 1:
+            raise ValueError(f"d_dilation_coarse must be at least 1, got {self.d_dilation_coarse}")
         if self.niter_finest < 0 or self.rec_steps_finest < 0 or self.finest_scales < 1:
             raise ValueError("niter_finest and rec_steps_finest must not be negative, finest_scales must be at least 1")
         if self.concurrent_lr_scale <= 0:
@@ -180,6 +184,16 @@ class Config:
     def batch_at(self, k: int) -> int:
         """Fakes per D and G step at scale k (0 = coarsest)."""
         return self._at_coarse(k, self.batch_coarse, self.batch)
+
+    def d_dilation_at(self, k: int) -> int:
+        """Dilation of D_n's body convolutions at scale k (0 = coarsest): d_dilation_coarse at the finest of the
+        coarse scales (k = coarse_scales - 1), the last whose layout the finer scales take as given, else 1 (the
+        paper's D_n)."""
+        return self.d_dilation_coarse if k == self.coarse_scales - 1 else 1
+
+    def d_receptive_field(self, k: int) -> int:
+        """Side of the patch D_n judges at scale k: 1 + (2 + (num_layer - 2) d) (ker_size - 1), d = d_dilation_at(k)."""
+        return 1 + (2 + (self.num_layer - 2) * self.d_dilation_at(k)) * (self.ker_size - 1)
 
     def draws_per_iteration(self, k: int) -> int:
         """Random up(x~_{n+1}) one iteration at scale k draws: batch_at(k) per D step and per G step, none for the
@@ -273,15 +287,16 @@ PRESETS: dict[str, Config] = {
     # on CPUs with AVX512-BF16 or AMX), the reconstruction weighted 50 at the finest 2 scales (sharp texture in few
     # iterations) and 2 at the coarsest 3 (the adversarial loss shapes the layout), 3 fakes per D and G step at
     # those 3 (each update sees 3 coarse layouts, so the finer generators learn to pull any of them back toward the
-    # photo's, as `paper`'s do with 5x the iterations), and 6 reconstruction-only G_n steps per iteration at the
-    # finest 2 scales (x_n's own detail, which `paper` learns in 2000 iterations, for a fraction of one's cost). Built
-    # on `paper`, so it follows the paper preset's settled choices. benchmarks/fast_vs_paper.py (README, "The fast
-    # preset against paper") has the figures.
+    # photo's, as `paper`'s do with 5x the iterations), D_n dilated at the 3rd of them (receptive field 17 instead of
+    # 11, at less cost: D_n judges the layout the finer scales are given, so fewer coarse layouts pass), and 6
+    # reconstruction-only G_n steps per iteration at the finest 2 scales (x_n's own detail, which `paper` learns in
+    # 2000 iterations, for a fraction of one's cost). Built on `paper`, so it follows the paper preset's settled
+    # choices. benchmarks/fast_vs_paper.py (README, "The fast preset against paper") has the figures.
     "fast": _PAPER.replace(niter=450, dsteps=1, gsteps=3, gp_every=4, epoch_decay=True, nfc_double_every=5,
                              concurrent_stages=2, concurrent_lr_scale=0.15, early_stop_patience=100,
                              early_stop_tol=0.02, precision="bfloat16", alpha_fine=50.0, alpha_coarse=2.0,
                              coarse_scales=3, batch_coarse=3, epoch_decay_rate=0.25, epoch_decay_floor=0.2,
-                             niter_finest=60, rec_steps_finest=6, finest_scales=2),
+                             niter_finest=60, rec_steps_finest=6, finest_scales=2, d_dilation_coarse=2),
     # seconds on a tiny image, for tests
     "test": Config(max_size=32, min_size=16, niter=20, nfc=8, nfc_max=16, dsteps=1, gsteps=1, scale_factor=0.6),
 }

@@ -56,13 +56,14 @@ def use_winograd(x: torch.Tensor, weight: torch.Tensor, groups: int = 1) -> bool
 
 
 def conv2d(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int = 0, groups: int = 1
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int = 0, groups: int = 1,
+    dilation: int = 1,
 ) -> torch.Tensor:
-    """F.conv2d(x, weight, bias, padding=padding, groups=groups), through Winograd where that is faster
-    (module doc)."""
-    if use_winograd(x, weight, groups):
+    """F.conv2d(x, weight, bias, padding=padding, groups=groups, dilation=dilation), through Winograd where that
+    is faster (module doc; undilated only)."""
+    if dilation == 1 and use_winograd(x, weight, groups):
         return _WinogradConv.apply(x, weight, bias, padding)
-    return F.conv2d(x, weight, bias, padding=padding, groups=groups)
+    return F.conv2d(x, weight, bias, padding=padding, groups=groups, dilation=dilation)
 
 
 def _nnpack_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
@@ -113,11 +114,11 @@ class _WinogradConv(torch.autograd.Function):
 
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d(in, out, ker_size, groups=groups), unpadded (same parameters and state dict), computed by
-    `conv2d`."""
+    """nn.Conv2d(in, out, ker_size, groups=groups, dilation=dilation), unpadded (same parameters and state dict),
+    computed by `conv2d`."""
 
-    def __init__(self, in_channels: int, out_channels: int, ker_size: int, groups: int = 1) -> None:
-        super().__init__(in_channels, out_channels, ker_size, groups=groups)
+    def __init__(self, in_channels: int, out_channels: int, ker_size: int, groups: int = 1, dilation: int = 1) -> None:
+        super().__init__(in_channels, out_channels, ker_size, groups=groups, dilation=dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv2d(x, self.weight, self.bias, groups=self.groups)
+        return conv2d(x, self.weight, self.bias, groups=self.groups, dilation=self.dilation[0])

@@ -29,20 +29,20 @@ from .conv import Conv2d
 
 
 class ConvBlock(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int, ker_size: int, groups: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, ker_size: int, groups: int = 1, dilation: int = 1) -> None:
         super().__init__(
-            Conv2d(in_channels, out_channels, ker_size, groups),
+            Conv2d(in_channels, out_channels, ker_size, groups, dilation),
             nn.BatchNorm2d(out_channels),
             nn.LeakyReLU(0.2, inplace=True),
         )
 
 
 def _body(
-    channels: int, num_layer: int, ker_size: int, out_channels: int, images: int
+    channels: int, num_layer: int, ker_size: int, out_channels: int, images: int, dilation: int = 1
 ) -> tuple[nn.Module, nn.Module, nn.Module]:
     c, k = channels * images, images  # a pack of k images: k groups side by side
     head = ConvBlock(3 * k, c, ker_size, k)
-    body = nn.Sequential(*[ConvBlock(c, c, ker_size, k) for _ in range(num_layer - 2)])
+    body = nn.Sequential(*[ConvBlock(c, c, ker_size, k, dilation) for _ in range(num_layer - 2)])
     tail = Conv2d(c, out_channels * k, ker_size, k)
     return head, body, tail
 
@@ -104,14 +104,18 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
     """D_n: the same body as psi_n with a one-channel patch map; score = map.mean() (a pack of K:
-    K channels, one map per image)."""
+    K channels, one map per image). `dilation` > 1 dilates the body's convolutions (not the paper's; a lever
+    of the fast preset): the receptive field grows from 1 + num_layer (ker_size - 1) to
+    1 + (2 + (num_layer - 2) dilation) (ker_size - 1) at the same cost."""
 
     def __init__(
-        self, channels: int, num_layer: int = 5, ker_size: int = 3, bias_init: str = "zero", images: int = 1
+        self, channels: int, num_layer: int = 5, ker_size: int = 3, bias_init: str = "zero", images: int = 1,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         self.channels, self.num_layer, self.ker_size, self.images = channels, num_layer, ker_size, images
-        self.head, self.body, self.tail = _body(channels, num_layer, ker_size, 1, images)
+        self.dilation = dilation
+        self.head, self.body, self.tail = _body(channels, num_layer, ker_size, 1, images, dilation)
         init_weights(self, bias_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,7 +132,7 @@ def _like(net: Net, images: int) -> Net:
         if isinstance(net, Generator):
             new = Generator(net.channels, net.num_layer, net.ker_size, net.padding, images=images)
         else:
-            new = Discriminator(net.channels, net.num_layer, net.ker_size, images=images)
+            new = Discriminator(net.channels, net.num_layer, net.ker_size, images=images, dilation=net.dilation)
     return new.to(next(net.parameters()).device)
 
 

@@ -313,7 +313,7 @@ class SinGAN:
             g.load_state_dict(_sub(tensors, f"G.{k}."))
             d = None
             if info.get("has_discriminator"):
-                d = Discriminator(info["channels"], config.num_layer, config.ker_size)
+                d = Discriminator(info["channels"], config.num_layer, config.ker_size, dilation=config.d_dilation_at(k))
                 d.load_state_dict(_sub(tensors, f"D.{k}."))
             stages.append(Stage(g, float(info["noise_amp"]), tuple(info["shape"]), d))
         reals = [tensors[f"real.{k}"] for k in range(len(stages))]

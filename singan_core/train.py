@@ -132,7 +132,7 @@ def _new_networks(k: int, real: torch.Tensor, cfg: Config, init: Sequence[Stage]
     N(0, 0.02): one draw for all, the one each image alone would get."""
     channels = cfg.channels(k)
     fresh_G = Generator(channels, cfg.num_layer, cfg.ker_size, cfg.padding, 0.0, cfg.bias_init)
-    fresh_D = Discriminator(channels, cfg.num_layer, cfg.ker_size, cfg.bias_init)
+    fresh_D = Discriminator(channels, cfg.num_layer, cfg.ker_size, cfg.bias_init, dilation=cfg.d_dilation_at(k))
     Gs, Ds = [], []
     for i, x in enumerate(each_image(real, real.shape[1] // 3)):
         G, D = copy.deepcopy(fresh_G), copy.deepcopy(fresh_D)
@@ -353,6 +353,7 @@ def train_stage(
             "gsteps": gsteps,  # G steps per iteration at this scale
             "rec_steps": rec_steps,  # reconstruction-only G steps per iteration at this scale
             "batch": batch,  # fakes per D and G step
+            "d_dilation": cfg.d_dilation_at(k),  # of D_n's body convolutions (1: the paper's D_n)
             "iterations": ran[j],  # what the scale ran: fewer than planned_iterations when it stopped early
             "planned_iterations": iters,
             "gp_evaluations": penalties[j],  # D steps on which the gradient penalty was evaluated
@@ -467,6 +468,11 @@ def _train_pack(
         warnings.warn(f"precision=bfloat16 is emulated on this {device.type} (no AMX, AVX512-BF16 or bfloat16 GPU) "
                       "and trains slower than float32: --set precision=float32 is faster here", stacklevel=3)
     K, num_scales = len(image_reals), len(image_reals[0])
+    for k, x in enumerate(image_reals[0]):  # before anything trains: a dilated D_n must fit inside x_n
+        if min(x.shape[-2:]) < cfg.d_receptive_field(k):
+            raise ValueError(f"d_dilation_coarse={cfg.d_dilation_coarse}: D_n at scale {k} judges "
+                             f"{cfg.d_receptive_field(k)} px patches but x_n is {x.shape[-2]}x{x.shape[-1]}; "
+                             "lower it or raise min_size")
     metas = [{"image_hash": image_hash(reals[-1]), "config_hash": cfg.hash(), "complete": False}
              for reals in image_reals]
     image_reals = [[x.to(device) for x in reals] for reals in image_reals]

@@ -34,7 +34,7 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
     b = _trained(CFG.replace(**defaults, early_stop_tol=0.01, concurrent_lr_scale=0.1, precision="float32",
                              alpha_fine=0.0, alpha_fine_scales=2, dsteps_coarse=0, niter_coarse=0, coarse_scales=2,
                              alpha_coarse=0.0, batch=1, batch_coarse=0, gsteps_coarse=0, niter_finest=0,
-                             rec_steps_finest=0, finest_scales=1))
+                             rec_steps_finest=0, finest_scales=1, d_dilation_coarse=1))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -115,6 +115,35 @@ def test_batch_coarse_draws_several_fakes_per_step_at_the_coarsest_scales_only()
     assert samples.shape[0] == 2 and torch.isfinite(samples).all() and not torch.equal(samples[0], samples[1])
 
 
+def test_d_dilation_coarse_widens_the_discriminator_of_the_finest_coarse_scale_only(tmp_path):
+    from singan_core.model import Discriminator
+
+    cfg = CFG.replace(d_dilation_coarse=2, coarse_scales=3)
+    assert [cfg.d_dilation_at(k) for k in range(5)] == [1, 1, 2, 1, 1]
+    assert preset("paper").replace(d_dilation_coarse=2).hash() != PAPER_HASH
+    # receptive field 17 instead of 11: a 25x33 input gives a 9x17 patch map (15x23 undilated), same parameters
+    x = torch.randn(1, 3, 25, 33)
+    plain, dilated = Discriminator(8), Discriminator(8, dilation=2)
+    assert plain(x).shape[-2:] == (15, 23) and dilated(x).shape[-2:] == (9, 17)
+    assert [p.shape for p in plain.parameters()] == [p.shape for p in dilated.parameters()]
+    model, unchanged = _trained(cfg), _trained(CFG.replace(coarse_scales=3))
+    stages = model.report["stages"]
+    assert [s["d_dilation"] for s in stages] == [cfg.d_dilation_at(k) for k in range(len(stages))]
+    curves = [s["curve"] for s in stages], [s["curve"] for s in unchanged.report["stages"]]
+    assert curves[0][:2] == curves[1][:2] and curves[0][2] != curves[1][2]  # the two coarsest train as before
+    # a saved model's discriminators come back dilated as they were trained
+    model.save(str(tmp_path / "m"))
+    loaded = SinGAN.load(str(tmp_path / "m"), "cpu")
+    assert [s.discriminator.dilation for s in loaded.stages] == [cfg.d_dilation_at(k) for k in range(len(stages))]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.stages[2].discriminator.eval()(x), model.stages[2].discriminator.eval()(x))
+    # a dilated D_n larger than x_n is refused before anything trains
+    assert cfg.d_receptive_field(2) == 17 and cfg.d_receptive_field(0) == 11
+    with pytest.raises(ValueError, match="d_dilation_coarse=2: D_n at scale 0 judges 17 px"):
+        _trained(CFG.replace(d_dilation_coarse=2, coarse_scales=1), out=str(tmp_path / "refused"))
+    assert not (tmp_path / "refused").exists()
+
+
 def test_niter_coarse_sets_the_iterations_of_the_coarsest_scales():
     cfg = CFG.replace(niter=6, niter_coarse=10, coarse_scales=2, epoch_decay=True, epoch_decay_rate=0.25)
     assert [cfg.iterations(k, 4) for k in range(4)] == [10, 10, 3, 2]  # epoch decay on the finer scales only
@@ -173,7 +202,7 @@ def test_early_stop_records_the_iterations_each_scale_ran():
                                  {"dsteps_coarse": -1}, {"niter_coarse": -1}, {"coarse_scales": 0},
                                  {"alpha_coarse": -1.0}, {"batch": 0}, {"batch_coarse": -1},
                                  {"gsteps_coarse": -1}, {"niter_finest": -1}, {"rec_steps_finest": -1},
-                                 {"finest_scales": 0}])
+                                 {"finest_scales": 0}, {"d_dilation_coarse": 0}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)

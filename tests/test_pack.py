@@ -24,6 +24,8 @@ VARIANTS = {
                    "early_stop_tol": 0.1, "rec_steps_finest": 2, "finest_scales": 2},
     # several fakes per step (the coarsest scale 3, the others 2), through a ConSinGAN window
     "batch": {"batch": 2, "batch_coarse": 3, "coarse_scales": 1, "concurrent_stages": 2},
+    # a dilated D_n at the 2nd scale (the finest of the coarsest 2), through a ConSinGAN window
+    "dilated": {"d_dilation_coarse": 2, "coarse_scales": 2, "concurrent_stages": 2},
 }
 
 
