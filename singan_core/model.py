@@ -106,7 +106,7 @@ class Discriminator(nn.Module):
     """D_n: the same body as psi_n with a one-channel patch map; score = map.mean() (a pack of K:
     K channels, one map per image). `dilation` > 1 dilates the body's convolutions (not the paper's; a lever
     of the fast preset): the receptive field grows from 1 + num_layer (ker_size - 1) to
-    1 + (2 + (num_layer - 2) dilation) (ker_size - 1) at the same cost."""
+    1 + (2 + (num_layer - 2) dilation) (ker_size - 1) with the same weights (a smaller map: it costs less)."""
 
     def __init__(
         self, channels: int, num_layer: int = 5, ker_size: int = 3, bias_init: str = "zero", images: int = 1,
