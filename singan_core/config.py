@@ -36,6 +36,7 @@ HASHED_WHEN_SET: dict[str, Any] = {
     "concurrent_lr_scale": 0.1, "precision": "float32", "alpha_fine": 0.0, "alpha_fine_scales": 2,
     "dsteps_coarse": 0, "niter_coarse": 0, "coarse_scales": 2, "alpha_coarse": 0.0, "batch": 1, "batch_coarse": 0,
     "gsteps_coarse": 0, "d_dilation_coarse": 1, "niter_finest": 0, "rec_steps_finest": 0, "finest_scales": 1,
+    "lr_g_finest": 0.0,
 }
 
 
@@ -97,6 +98,8 @@ class Config:
     niter_finest: int = 0  # ... 0: niter there too (epoch decay applied); else their iterations
     rec_steps_finest: int = 0  # ... extra G_n updates per iteration on the reconstruction loss alone (no D_n, no
     # random draws: one pass of G_n each, a fraction of an iteration), so x~rec_n gets close to x_n in few iterations
+    lr_g_finest: float = 0.0  # ... 0: lr_g there too; else G_n's learning rate there (the window's follows it):
+    # with few iterations, a larger step reaches x_n's detail before the lr decay
     # epoch decay (High-Res-SinGAN): scale k (0 = coarsest) trains niter * max(1 - k * rate, floor)
     epoch_decay: bool = False
     epoch_decay_rate: float = 0.1
@@ -136,8 +139,9 @@ class Config:
                              "coarse_scales must be at least 1")
         if self.d_dilation_coarse < 1:
             raise ValueError(f"d_dilation_coarse must be at least 1, got {self.d_dilation_coarse}")
-        if self.niter_finest < 0 or self.rec_steps_finest < 0 or self.finest_scales < 1:
-            raise ValueError("niter_finest and rec_steps_finest must not be negative, finest_scales must be at least 1")
+        if self.niter_finest < 0 or self.rec_steps_finest < 0 or self.lr_g_finest < 0 or self.finest_scales < 1:
+            raise ValueError("niter_finest, rec_steps_finest and lr_g_finest must not be negative, finest_scales must "
+                             "be at least 1")
         if self.concurrent_lr_scale <= 0:
             raise ValueError(f"concurrent_lr_scale must be positive, got {self.concurrent_lr_scale}")
         if self.concurrent_stages > 1 and self.upsample == "uint8":
@@ -166,6 +170,11 @@ class Config:
     def rec_steps_at(self, k: int, n_scales: int) -> int:
         """Reconstruction-only G steps per iteration at scale k (0 = coarsest) of an n_scales pyramid."""
         return self._at_finest(k, n_scales, self.rec_steps_finest, 0)
+
+    def lr_g_at(self, k: int, n_scales: int) -> float:
+        """G_n's learning rate at scale k (0 = coarsest) of an n_scales pyramid (the window's is this x
+        concurrent_lr_scale)."""
+        return self._at_finest(k, n_scales, self.lr_g_finest, self.lr_g)
 
     def alpha_at(self, k: int, n_scales: int) -> float:
         """The reconstruction weight alpha at scale k (0 = coarsest) of an n_scales pyramid."""
@@ -290,13 +299,15 @@ PRESETS: dict[str, Config] = {
     # photo's, as `paper`'s do with 5x the iterations), D_n dilated at the 3rd of them (receptive field 17 instead of
     # 11, at less cost: D_n judges the layout the finer scales are given, so fewer coarse layouts pass), and 6
     # reconstruction-only G_n steps per iteration at the finest 2 scales (x_n's own detail, which `paper` learns in
-    # 2000 iterations, for a fraction of one's cost). Built on `paper`, so it follows the paper preset's settled
-    # choices. benchmarks/fast_vs_paper.py (README, "The fast preset against paper") has the figures.
+    # 2000 iterations, for a fraction of one's cost), there at G's lr 1e-3 (twice `paper`'s: 60 iterations reach
+    # that detail before the decay; 1.5e-3 and more diverged on some seeds). Built on `paper`, so it follows the paper
+    # preset's settled choices. benchmarks/fast_vs_paper.py (README, "The fast preset against paper") has the figures.
     "fast": _PAPER.replace(niter=450, dsteps=1, gsteps=3, gp_every=4, epoch_decay=True, nfc_double_every=5,
                              concurrent_stages=2, concurrent_lr_scale=0.15, early_stop_patience=100,
                              early_stop_tol=0.02, precision="bfloat16", alpha_fine=50.0, alpha_coarse=2.0,
                              coarse_scales=3, batch_coarse=3, epoch_decay_rate=0.25, epoch_decay_floor=0.2,
-                             niter_finest=60, rec_steps_finest=6, finest_scales=2, d_dilation_coarse=2),
+                             niter_finest=60, rec_steps_finest=6, finest_scales=2, d_dilation_coarse=2,
+                             lr_g_finest=1e-3),
     # seconds on a tiny image, for tests
     "test": Config(max_size=32, min_size=16, niter=20, nfc=8, nfc_max=16, dsteps=1, gsteps=1, scale_factor=0.6),
 }

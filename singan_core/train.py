@@ -207,6 +207,7 @@ def train_stage(
     iters = cfg.iterations(k, len(reals))
     rec_steps = cfg.rec_steps_at(k, len(reals))
     alpha = cfg.alpha_at(k, len(reals))
+    lr_g = cfg.lr_g_at(k, len(reals))
     frechet = cfg.adv_loss == "frechet-patch"
     dsteps = cfg.dsteps_at(k)
     gsteps = cfg.gsteps_at(k)
@@ -214,8 +215,8 @@ def train_stage(
     fused = device.type in ("cpu", "cuda")  # one kernel per step instead of one per parameter
     g_params: list[dict[str, Any]] = [{"params": list(G.parameters())}]
     if window.stages:
-        g_params.append({"params": window.parameters(), "lr": cfg.lr_g * cfg.concurrent_lr_scale})
-    opt_g = torch.optim.Adam(g_params, lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), fused=fused)
+        g_params.append({"params": window.parameters(), "lr": lr_g * cfg.concurrent_lr_scale})
+    opt_g = torch.optim.Adam(g_params, lr=lr_g, betas=(cfg.beta1, cfg.beta2), fused=fused)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), fused=fused)
     milestones = [max(1, int(cfg.lr_decay_at * iters))]
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones, gamma=cfg.lr_gamma)
@@ -349,6 +350,7 @@ def train_stage(
             "channels": cfg.channels(k),
             "noise_amp": noise_amp[j],
             "alpha": alpha,
+            "lr_g": lr_g,  # G_n's learning rate before the decay (the window's: x concurrent_lr_scale)
             "dsteps": dsteps,  # D steps per iteration at this scale
             "gsteps": gsteps,  # G steps per iteration at this scale
             "rec_steps": rec_steps,  # reconstruction-only G steps per iteration at this scale

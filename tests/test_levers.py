@@ -34,7 +34,7 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
     b = _trained(CFG.replace(**defaults, early_stop_tol=0.01, concurrent_lr_scale=0.1, precision="float32",
                              alpha_fine=0.0, alpha_fine_scales=2, dsteps_coarse=0, niter_coarse=0, coarse_scales=2,
                              alpha_coarse=0.0, batch=1, batch_coarse=0, gsteps_coarse=0, niter_finest=0,
-                             rec_steps_finest=0, finest_scales=1, d_dilation_coarse=1))
+                             rec_steps_finest=0, finest_scales=1, d_dilation_coarse=1, lr_g_finest=0.0))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -184,6 +184,20 @@ def test_finest_scales_widens_the_finest_values_to_the_finest_few_scales():
     assert [s["rec_steps"] for s in stages] == [0] * (n - 2) + [3, 3]
 
 
+def test_lr_g_finest_sets_the_generator_learning_rate_of_the_finest_scales_only():
+    cfg = CFG.replace(lr_g_finest=2e-3, finest_scales=2)
+    assert preset("paper").replace(lr_g_finest=1e-3).hash() != PAPER_HASH
+    assert [cfg.lr_g_at(k, 4) for k in range(4)] == [5e-4, 5e-4, 2e-3, 2e-3]
+    assert [CFG.lr_g_at(k, 4) for k in range(4)] == [5e-4] * 4  # unset: lr_g everywhere
+    model, plain = _trained(cfg), _trained(CFG.replace(finest_scales=2))
+    stages, before = model.report["stages"], plain.report["stages"]
+    n = len(stages)
+    assert [s["lr_g"] for s in stages] == [5e-4] * (n - 2) + [2e-3] * 2
+    # the coarser scales train exactly as without the lever; the finest two differ
+    assert [s["curve"] for s in stages[:-2]] == [s["curve"] for s in before[:-2]]
+    assert all(a["curve"] != b["curve"] for a, b in zip(stages[-2:], before[-2:], strict=True))
+
+
 def test_early_stop_records_the_iterations_each_scale_ran():
     # tolerance so wide that every scale stops at its second window: iteration 2 x patience
     model = _trained(CFG.replace(niter=20, early_stop_patience=3, early_stop_tol=1e9))
@@ -202,7 +216,7 @@ def test_early_stop_records_the_iterations_each_scale_ran():
                                  {"dsteps_coarse": -1}, {"niter_coarse": -1}, {"coarse_scales": 0},
                                  {"alpha_coarse": -1.0}, {"batch": 0}, {"batch_coarse": -1},
                                  {"gsteps_coarse": -1}, {"niter_finest": -1}, {"rec_steps_finest": -1},
-                                 {"finest_scales": 0}, {"d_dilation_coarse": 0}])
+                                 {"finest_scales": 0}, {"d_dilation_coarse": 0}, {"lr_g_finest": -1e-3}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)
@@ -283,6 +297,7 @@ def test_the_fast_candidate_trains_from_the_cli_and_records_its_levers(tmp_path)
     finest = fast.finest_scales
     assert [s["rec_steps"] for s in stages] == [0] * (len(stages) - finest) + [fast.rec_steps_finest] * finest
     assert [s["planned_iterations"] for s in stages[-finest:]] == [fast.niter_finest] * finest
+    assert [s["lr_g"] for s in stages] == [fast.lr_g_at(k, len(stages)) for k in range(len(stages))]
 
 
 def test_bfloat16_training_runs_its_passes_in_bfloat16_and_keeps_float32_weights(device, monkeypatch):
