@@ -300,8 +300,9 @@ PRESETS: dict[str, Config] = {
     # 11, at less cost: D_n judges the layout the finer scales are given, so fewer coarse layouts pass), and 6
     # reconstruction-only G_n steps per iteration at the finest 2 scales (x_n's own detail, which `paper` learns in
     # 2000 iterations, for a fraction of one's cost), there at G's lr 1e-3 (twice `paper`'s: 60 iterations reach
-    # that detail before the decay; 1.5e-3 and more diverged on some seeds). Built on `paper`, so it follows the paper
-    # preset's settled choices. benchmarks/fast_vs_paper.py (README, "The fast preset against paper") has the figures.
+    # that detail before the decay; at 1.5e-3 and 2e-3 the reconstruction loss jumped and stayed up at some seeds).
+    # Built on `paper`, so it follows the paper preset's settled choices. benchmarks/fast_vs_paper.py (README, "The
+    # fast preset against paper") has the figures.
     "fast": _PAPER.replace(niter=450, dsteps=1, gsteps=3, gp_every=4, epoch_decay=True, nfc_double_every=5,
                              concurrent_stages=2, concurrent_lr_scale=0.15, early_stop_patience=100,
                              early_stop_tol=0.02, precision="bfloat16", alpha_fine=50.0, alpha_coarse=2.0,
