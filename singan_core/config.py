@@ -36,7 +36,7 @@ HASHED_WHEN_SET: dict[str, Any] = {
     "concurrent_lr_scale": 0.1, "precision": "float32", "alpha_fine": 0.0, "alpha_fine_scales": 2,
     "dsteps_coarse": 0, "niter_coarse": 0, "coarse_scales": 2, "alpha_coarse": 0.0, "batch": 1, "batch_coarse": 0,
     "gsteps_coarse": 0, "d_dilation_coarse": 1, "niter_finest": 0, "rec_steps_finest": 0, "finest_scales": 1,
-    "lr_g_finest": 0.0,
+    "lr_g_finest": 0.0, "gp_every_coarse": 0, "gp_samples": 0,
 }
 
 
@@ -79,6 +79,8 @@ class Config:
     batch: int = 1  # fakes per D and G step, each from its own z_n and up(x~_{n+1}); the paper: one
     # speed levers (issue 12); each default is the paper's
     gp_every: int = 1  # lazy regularization (StyleGAN2): the penalty on every gp_every-th D step, weight x gp_every
+    gp_samples: int = 0  # 0: the penalty at one interpolate per fake of the step; else at the first gp_samples
+    # fakes' only (with several fakes per step: the same expected penalty, a cheaper estimate of it)
     early_stop_patience: int = 0  # 0: off; else a scale stops when its losses stopped moving: the means of
     early_stop_tol: float = 0.01  # two successive windows of early_stop_patience iterations within this fraction
     concurrent_stages: int = 1  # ConSinGAN: train G_n together with the J - 1 coarser generators
@@ -88,6 +90,7 @@ class Config:
     coarse_scales: int = 2  # the coarsest scales, where the global structure is made and an iteration is cheap:
     dsteps_coarse: int = 0  # ... 0: dsteps there too; else their D steps per iteration
     gsteps_coarse: int = 0  # ... 0: gsteps there too; else their G steps per iteration
+    gp_every_coarse: int = 0  # ... 0: gp_every there too; else their lazy penalty's interval (1: every D step)
     niter_coarse: int = 0  # ... 0: niter there too (epoch decay applied); else their iterations
     alpha_coarse: float = 0.0  # ... 0: alpha there too; else their reconstruction weight (alpha_fine wins on overlap)
     batch_coarse: int = 0  # ... 0: batch there too; else their fakes per step (many coarse layouts per update)
@@ -129,14 +132,16 @@ class Config:
                      "batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.gp_samples < 0:
+            raise ValueError(f"gp_samples must not be negative, got {self.gp_samples}")
         if self.early_stop_patience < 0 or self.early_stop_tol < 0:
             raise ValueError("early_stop_patience and early_stop_tol must not be negative")
         if self.alpha_fine < 0 or self.alpha_fine_scales < 1 or self.alpha_coarse < 0:
             raise ValueError("alpha_fine and alpha_coarse must not be negative, alpha_fine_scales must be at least 1")
-        if min(self.dsteps_coarse, self.gsteps_coarse, self.niter_coarse, self.batch_coarse) < 0 \
-                or self.coarse_scales < 1:
-            raise ValueError("dsteps_coarse, gsteps_coarse, niter_coarse and batch_coarse must not be negative, "
-                             "coarse_scales must be at least 1")
+        if min(self.dsteps_coarse, self.gsteps_coarse, self.niter_coarse, self.batch_coarse,
+               self.gp_every_coarse) < 0 or self.coarse_scales < 1:
+            raise ValueError("dsteps_coarse, gsteps_coarse, niter_coarse, batch_coarse and gp_every_coarse must not be "
+                             "negative, coarse_scales must be at least 1")
         if self.d_dilation_coarse < 1:
             raise ValueError(f"d_dilation_coarse must be at least 1, got {self.d_dilation_coarse}")
         if self.niter_finest < 0 or self.rec_steps_finest < 0 or self.lr_g_finest < 0 or self.finest_scales < 1:
@@ -189,6 +194,10 @@ class Config:
     def gsteps_at(self, k: int) -> int:
         """G steps per iteration at scale k (0 = coarsest)."""
         return self._at_coarse(k, self.gsteps_coarse, self.gsteps)
+
+    def gp_every_at(self, k: int) -> int:
+        """The lazy penalty's interval at scale k (0 = coarsest): WGAN-GP on every gp_every_at(k)-th D step."""
+        return self._at_coarse(k, self.gp_every_coarse, self.gp_every)
 
     def batch_at(self, k: int) -> int:
         """Fakes per D and G step at scale k (0 = coarsest)."""

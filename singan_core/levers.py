@@ -5,7 +5,8 @@
   J - 1 coarser generators G_{n+1} .. G_{n+J-1}, those at lr x concurrent_lr_scale; their outputs
   carry gradients into them, so only the stages below the window are frozen (and prefetched). Only
   D_n trains; the window's sigma_n and discriminators stay what they were.
-- The lazy gradient penalty (gp_every) is two lines in `train_stage`.
+- The lazy gradient penalty (gp_every, gp_every_coarse) and its cheaper estimate (gp_samples) are a few lines in
+  `train_stage`.
 
 In a pack every lever acts on each image as it would alone (BatchNorm step counts included, see
 `pack_counted`).

@@ -211,6 +211,7 @@ def train_stage(
     frechet = cfg.adv_loss == "frechet-patch"
     dsteps = cfg.dsteps_at(k)
     gsteps = cfg.gsteps_at(k)
+    gp_every = cfg.gp_every_at(k)
     batch = cfg.batch_at(k)  # fakes per step: B draws of z_n and up(x~_{n+1}), against the one x_n
     fused = device.type in ("cpu", "cuda")  # one kernel per step instead of one per parameter
     g_params: list[dict[str, Any]] = [{"params": list(G.parameters())}]
@@ -282,8 +283,9 @@ def train_stage(
                     fake = full(G(z, fed(prev, noises)))
                 # separate passes: batching x_n, fake and interpolate would triple the GP's double backward
                 loss_d = -per_image_mean(full(D(x)), K) + per_image_mean(full(D(fake)), K)
-                if d_step % cfg.gp_every == 0:  # lazy regularization: every gp_every-th step, weight x gp_every
-                    loss_d = loss_d + gradient_penalty(D, x, fake, cfg.gp_weight * cfg.gp_every)
+                if d_step % gp_every == 0:  # lazy regularization: every gp_every-th step, weight x gp_every
+                    at = fake[: cfg.gp_samples] if cfg.gp_samples else fake
+                    loss_d = loss_d + gradient_penalty(D, x, at, cfg.gp_weight * gp_every)
                     gp_evaluations += 1
             d_step += 1
             opt_d.zero_grad(set_to_none=True)
@@ -358,6 +360,7 @@ def train_stage(
             "d_dilation": cfg.d_dilation_at(k),  # of D_n's body convolutions (1: the paper's D_n)
             "iterations": ran[j],  # what the scale ran: fewer than planned_iterations when it stopped early
             "planned_iterations": iters,
+            "gp_every": gp_every,  # the penalty's interval in D steps at this scale
             "gp_evaluations": penalties[j],  # D steps on which the gradient penalty was evaluated
             "trained_stages": [*window.stages, k],  # the generators this scale updated (ConSinGAN: a window)
             "seconds": seconds / K,  # the pack's time, shared equally

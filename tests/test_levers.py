@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import pytest
@@ -34,7 +35,8 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
     b = _trained(CFG.replace(**defaults, early_stop_tol=0.01, concurrent_lr_scale=0.1, precision="float32",
                              alpha_fine=0.0, alpha_fine_scales=2, dsteps_coarse=0, niter_coarse=0, coarse_scales=2,
                              alpha_coarse=0.0, batch=1, batch_coarse=0, gsteps_coarse=0, niter_finest=0,
-                             rec_steps_finest=0, finest_scales=1, d_dilation_coarse=1, lr_g_finest=0.0))
+                             rec_steps_finest=0, finest_scales=1, d_dilation_coarse=1, lr_g_finest=0.0,
+                             gp_every_coarse=0, gp_samples=0))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -45,6 +47,42 @@ def test_lazy_gradient_penalty_is_evaluated_every_nth_d_step():
     for stage in model.report["stages"]:
         assert stage["gp_evaluations"] == -(-8 * 3 // 4)  # D steps 0, 4, 8, ... of 24
     assert not torch.equal(model.sample(1, seed=0), _trained(CFG.replace(dsteps=3)).sample(1, seed=0))
+
+
+def test_gp_every_coarse_sets_the_penalty_interval_of_the_coarsest_scales_only():
+    cfg = CFG.replace(dsteps=3, gp_every=4, gp_every_coarse=1, coarse_scales=1)
+    assert [cfg.gp_every_at(k) for k in range(3)] == [1, 4, 4]
+    assert [CFG.replace(gp_every=4).gp_every_at(k) for k in range(3)] == [4, 4, 4]  # unset: gp_every everywhere
+    assert preset("paper").replace(gp_every_coarse=2).hash() != PAPER_HASH
+    model, lazy = _trained(cfg), _trained(CFG.replace(dsteps=3, gp_every=4))
+    stages, before = model.report["stages"], lazy.report["stages"]
+    n = len(stages)
+    assert [s["gp_every"] for s in stages] == [1] + [4] * (n - 1)
+    assert [s["gp_evaluations"] for s in stages] == [8 * 3] + [-(-8 * 3 // 4)] * (n - 1)  # all, then 0, 4, 8 ..
+    assert stages[0]["curve"] != before[0]["curve"]
+
+
+def test_gp_samples_evaluates_the_penalty_at_the_first_fakes_of_a_step_only(monkeypatch):
+    train_module = importlib.import_module("singan_core.train")  # the module: the package exports train()
+    seen: list[int] = []
+    penalty = train_module.gradient_penalty
+
+    def spy(D, real, fake, weight):
+        seen.append(fake.shape[0])
+        return penalty(D, real, fake, weight)
+
+    monkeypatch.setattr(train_module, "gradient_penalty", spy)
+    cfg = CFG.replace(batch=3, gp_samples=1)
+    assert preset("paper").replace(gp_samples=1).hash() != PAPER_HASH
+    model = _trained(cfg)
+    assert seen and set(seen) == {1}  # one interpolate per penalty instead of one per fake (3)
+    seen.clear()
+    every = _trained(CFG.replace(batch=3))
+    assert set(seen) == {3}
+    assert model.report["stages"][0]["curve"] != every.report["stages"][0]["curve"]
+    # as many samples as fakes, or more, is the full penalty: the same training
+    full = _trained(CFG.replace(batch=3, gp_samples=5))
+    assert [s["curve"] for s in full.report["stages"]] == [s["curve"] for s in every.report["stages"]]
 
 
 def test_alpha_fine_weights_the_reconstruction_of_the_finest_scales_only():
@@ -216,7 +254,8 @@ def test_early_stop_records_the_iterations_each_scale_ran():
                                  {"dsteps_coarse": -1}, {"niter_coarse": -1}, {"coarse_scales": 0},
                                  {"alpha_coarse": -1.0}, {"batch": 0}, {"batch_coarse": -1},
                                  {"gsteps_coarse": -1}, {"niter_finest": -1}, {"rec_steps_finest": -1},
-                                 {"finest_scales": 0}, {"d_dilation_coarse": 0}, {"lr_g_finest": -1e-3}])
+                                 {"finest_scales": 0}, {"d_dilation_coarse": 0}, {"lr_g_finest": -1e-3},
+                                 {"gp_every_coarse": -1}, {"gp_samples": -1}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)
@@ -292,7 +331,8 @@ def test_the_fast_candidate_trains_from_the_cli_and_records_its_levers(tmp_path)
     stages = model.report["stages"]
     assert [s["iterations"] for s in stages] == [model.config.iterations(k, len(stages)) for k in range(len(stages))]
     assert [s["trained_stages"] for s in stages][1:] == [[k - 1, k] for k in range(1, len(stages))]
-    assert all(s["gp_evaluations"] == -(-s["iterations"] * fast.dsteps // fast.gp_every) for s in stages)
+    assert [s["gp_every"] for s in stages] == [fast.gp_every_at(k) for k in range(len(stages))]
+    assert all(s["gp_evaluations"] == -(-s["iterations"] * fast.dsteps // s["gp_every"]) for s in stages)
     assert [s["batch"] for s in stages] == [fast.batch_at(k) for k in range(len(stages))]
     finest = fast.finest_scales
     assert [s["rec_steps"] for s in stages] == [0] * (len(stages) - finest) + [fast.rec_steps_finest] * finest

@@ -22,8 +22,10 @@ VARIANTS = {
     # and reconstruction-only steps at the finest 2 scales at their own learning rate, through the window
     "concurrent": {"concurrent_stages": 3, "concurrent_lr_scale": 0.5, "early_stop_patience": 1,
                    "early_stop_tol": 0.1, "rec_steps_finest": 2, "finest_scales": 2, "lr_g_finest": 1e-3},
-    # several fakes per step (the coarsest scale 3, the others 2), through a ConSinGAN window
-    "batch": {"batch": 2, "batch_coarse": 3, "coarse_scales": 1, "concurrent_stages": 2},
+    # several fakes per step (the coarsest scale 3, the others 2), through a ConSinGAN window, the penalty at the
+    # first fake's interpolate only, on every D step at the coarsest scale and every 2nd above it
+    "batch": {"batch": 2, "batch_coarse": 3, "coarse_scales": 1, "concurrent_stages": 2, "gp_samples": 1,
+              "gp_every": 2, "gp_every_coarse": 1},
     # a dilated D_n at the 2nd scale (the finest of the coarsest 2), through a ConSinGAN window
     "dilated": {"d_dilation_coarse": 2, "coarse_scales": 2, "concurrent_stages": 2},
 }
