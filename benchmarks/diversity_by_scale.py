@@ -5,12 +5,17 @@
 For every trained model folder (a `singan train` output, or a folder of benchmarks/fast_vs_paper.py's cache), draws
 `--samples` samples with the reconstruction noise {z*, 0, ...} at the first k stages and fresh z_n above them
 (the paper's gen_start_scale), for each k of `--fixed`, and prints SinGAN's diversity of each set against x_0; then
-the diversity of the coarsest stage's own output against x_N, sigma_n of every stage, and the reconstruction RMSE
-of every stage (x~rec_n, the pyramid run on {z*, 0, ..., 0} up to stage n, against x_n). k = 0 is the diversity
-that benchmarks/fast_vs_paper.py reports (up to the rounding of its samples to 8 bits); k = N (every stage fixed)
-is the reconstruction, 0. Comparing two models row by row shows at which scales one adds more variety: the
-seventh screening of `fast` against `paper` (benchmarks/results/fast_vs_paper/SCREENINGS.md); the reconstruction
-column shows at which scale the final reconstruction error stops falling (the thirteenth).
+the diversity of the coarsest stage's own output against x_N, sigma_n of every stage, the reconstruction RMSE
+of every stage (x~rec_n, the pyramid run on {z*, 0, ..., 0} up to stage n, against x_n), and what an injected image
+keeps: the RMSE against x_0 of the samples made with x_0 itself injected at stage k (reduced to the stage below, as
+harmonization, editing and paint-to-image inject; fresh noise from stage k on), for k = 1 .. N - 1.
+Of the diversities, k = 0 is the one that benchmarks/fast_vs_paper.py reports (up to the rounding of its samples to
+8 bits); k = N (every stage fixed) is the reconstruction, 0. Comparing two models row by row shows at which scales
+one adds more variety: the seventh screening of `fast` against `paper`
+(benchmarks/results/fast_vs_paper/SCREENINGS.md); the reconstruction column shows at which scale the final
+reconstruction error stops falling (the thirteenth); the injection column how far the finer generators move a
+natural image away from itself (the nineteenth: `fast`'s, trained on their coarser stages' outputs, move it 2-3x
+as far as `paper`'s at the middle stages).
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ import sys
 
 import torch
 
+from singan_core.applications.common import injection_input
 from singan_core.metrics.diversity import diversity
 from singan_core.singan import ModelFileError, SinGAN
 
 
 def by_scale(model: SinGAN, samples: int, seed: int, fixed: list[int]) -> dict:
-    """Diversity with z* at the first k stages for each k of `fixed`, the coarsest output's, each sigma_n, and the
-    reconstruction RMSE of every stage, RMSE(x~rec_n, x_n) (x~rec_n clamped to [-1, 1] as samples are)."""
+    """Diversity with z* at the first k stages for each k of `fixed`, the coarsest output's, each sigma_n, the
+    reconstruction RMSE of every stage, RMSE(x~rec_n, x_n) (x~rec_n clamped to [-1, 1] as samples are), and the
+    RMSE against x_0 of samples with x_0 injected at stage k = 1 .. N - 1."""
     def draw(**kw) -> torch.Tensor:
         with torch.no_grad():
             return model.generate(samples, generator=torch.Generator().manual_seed(seed), **kw).clamp(-1, 1)
@@ -35,12 +42,19 @@ def by_scale(model: SinGAN, samples: int, seed: int, fixed: list[int]) -> dict:
         with torch.no_grad():
             return model.generate(1, fixed_noise_stages=model.num_stages, until=stages).clamp(-1, 1)
 
+    x0 = model.reals[-1][:1]
+
+    def injected_at(k: int) -> float:  # RMSE(samples with x_0 injected at stage k, x_0)
+        out = draw(injected=injection_input(x0, model, k), inject_stage=k)
+        return (out - x0).pow(2).mean().sqrt().item()
+
     return {
         "fixed": {k: diversity(draw(fixed_noise_stages=k), model.reals[-1]) for k in fixed},
         "coarsest": diversity(draw(until=1), model.reals[0]),
         "noise_amp": [s.noise_amp for s in model.stages],
         "rec_rmse": [(rec_until(k + 1) - model.reals[k][:1]).pow(2).mean().sqrt().item()
                      for k in range(model.num_stages)],
+        "injected": [injected_at(k) for k in range(1, model.num_stages)],
     }
 
 
@@ -63,16 +77,18 @@ def main() -> None:
             models[folder] = SinGAN.load(folder, "cpu")
         except (ModelFileError, FileNotFoundError) as e:
             sys.exit(f"error: {e}")
-    columns = [f"z* at {k} coarsest" for k in args.fixed] + ["coarsest output", "sigma_n", "rec RMSE per stage"]
+    columns = [f"z* at {k} coarsest" for k in args.fixed] + ["coarsest output", "sigma_n", "rec RMSE per stage",
+                                                             "x_0 injected at stage 1 .., RMSE to x_0"]
     print("| model | " + " | ".join(columns) + " |")
-    print("| --- " * (len(args.fixed) + 4) + "|")
+    print("| --- " * (len(args.fixed) + 5) + "|")
     for folder, model in models.items():
         fixed = [min(k, model.num_stages) for k in args.fixed]  # k past the finest stage: every stage fixed
         row = by_scale(model, args.samples, args.seed, fixed)
         cells = [f"{row['fixed'][k]:.3f}" for k in fixed]
         amps = ", ".join(f"{a:.4f}" for a in row["noise_amp"])
         recs = ", ".join(f"{e:.4f}" for e in row["rec_rmse"])
-        cells += [f"{row['coarsest']:.3f}", amps, recs]
+        injected = ", ".join(f"{e:.3f}" for e in row["injected"])
+        cells += [f"{row['coarsest']:.3f}", amps, recs, injected]
         print(f"| {folder.rstrip('/').split('/')[-1]} | " + " | ".join(cells) + " |")
 
 

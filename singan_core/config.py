@@ -36,7 +36,7 @@ HASHED_WHEN_SET: dict[str, Any] = {
     "concurrent_lr_scale": 0.1, "precision": "float32", "alpha_fine": 0.0, "alpha_fine_scales": 2,
     "dsteps_coarse": 0, "niter_coarse": 0, "coarse_scales": 2, "alpha_coarse": 0.0, "batch": 1, "batch_coarse": 0,
     "gsteps_coarse": 0, "d_dilation_coarse": 1, "niter_finest": 0, "rec_steps_finest": 0, "finest_scales": 1,
-    "lr_g_finest": 0.0, "gp_every_coarse": 0, "gp_samples": 0,
+    "lr_g_finest": 0.0, "gp_every_coarse": 0, "gp_samples": 0, "alpha_window": 0.0,
 }
 
 
@@ -85,6 +85,8 @@ class Config:
     early_stop_tol: float = 0.01  # two successive windows of early_stop_patience iterations within this fraction
     concurrent_stages: int = 1  # ConSinGAN: train G_n together with the J - 1 coarser generators
     concurrent_lr_scale: float = 0.1  # ... those at lr x this factor
+    alpha_window: float = 0.0  # ... 0: only x~rec_n reconstructed (ConSinGAN); else the window stages' own x~rec_m
+    # toward x_m too, with this weight (they stay images instead of becoming features of G_n's input)
     alpha_fine: float = 0.0  # 0: alpha at every scale; else the reconstruction weight of the finest
     alpha_fine_scales: int = 2  # ... this many scales (sharper fine texture, the coarse structure left alone)
     coarse_scales: int = 2  # the coarsest scales, where the global structure is made and an iteration is cheap:
@@ -147,6 +149,8 @@ class Config:
         if self.niter_finest < 0 or self.rec_steps_finest < 0 or self.lr_g_finest < 0 or self.finest_scales < 1:
             raise ValueError("niter_finest, rec_steps_finest and lr_g_finest must not be negative, finest_scales must "
                              "be at least 1")
+        if self.alpha_window < 0:
+            raise ValueError(f"alpha_window must not be negative, got {self.alpha_window}")
         if self.concurrent_lr_scale <= 0:
             raise ValueError(f"concurrent_lr_scale must be positive, got {self.concurrent_lr_scale}")
         if self.concurrent_stages > 1 and self.upsample == "uint8":

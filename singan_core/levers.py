@@ -121,9 +121,15 @@ class Window:
 
     def __call__(self, x: torch.Tensor, noises: Sequence[torch.Tensor]) -> torch.Tensor:
         """up(x~_{n+1}) from x = up(x~_{f+1}) (zeros when f = 0) through the window stages."""
+        return self.trace(x, noises)[0]
+
+    def trace(self, x: torch.Tensor, noises: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """up(x~_{n+1}), and x~_f .. x~_{k-1}: each window stage's own output."""
+        outputs = []
         for net, sigma, z, shape in zip(self.nets, self.sigmas, noises, self.shapes[1:], strict=True):
-            x = upsample(net(sigma * z, x), shape, self.cfg.upsample)
-        return x
+            outputs.append(net(sigma * z, x))
+            x = upsample(outputs[-1], shape, self.cfg.upsample)
+        return x, outputs
 
     def reconstruction_input(self, M: int, z_star: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """x (up(x~rec_{f+1}) of the frozen stages, [M, 3K, h_f, w_f]) and the window's reconstruction noise

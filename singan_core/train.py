@@ -256,13 +256,23 @@ def train_stage(
     def draw_z() -> torch.Tensor:  # noise_amp_n * z_n for one step's B fakes
         return amp * for_each_image(stage_noise(k, batch, shape, device))
 
-    def reconstruction_loss(i: int) -> torch.Tensor:  # ||G_n(z*, up(x~rec_{n+1})) - x_n||^2 of training image i
+    def mse(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # [K]: each image's ||x - target||^2
+        return per_image_mean(F.mse_loss(full(x), target, reduction="none"), K)
+
+    def reconstruction_loss(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """||G_n(z*, up(x~rec_{n+1})) - x_n||^2 of training image i, and the G loss's whole reconstruction term:
+        alpha times it, plus alpha_window times each window stage's own ||x~rec_m - x_m||^2 when set."""
+        window_recs: list[torch.Tensor] = []
         if window.stages:
-            rec_in = window(rec_window[0][i : i + 1], [z[i : i + 1] for z in rec_window[1]])
+            rec_in, window_recs = window.trace(rec_window[0][i : i + 1], [z[i : i + 1] for z in rec_window[1]])
         else:
             rec_in = rec_prev[i : i + 1]
-        rec = full(G(amp * rec_noise[i : i + 1], rec_in))
-        return per_image_mean(F.mse_loss(rec, real[i : i + 1], reduction="none"), K)
+        loss = mse(G(amp * rec_noise[i : i + 1], rec_in), real[i : i + 1])
+        term = alpha * loss
+        if cfg.alpha_window:
+            for m, rec_m in zip(window.stages, window_recs, strict=True):
+                term = term + cfg.alpha_window * mse(rec_m, reals[m][i : i + 1])
+        return loss, term
 
     precision = arithmetic(cfg, device)  # entered around the forward passes of every step
     d_step = gp_evaluations = 0
@@ -305,15 +315,15 @@ def train_stage(
                                             in zip(real_stats[i], each_image(fake, K), strict=True)]).float()
                 else:
                     loss_adv = -per_image_mean(full(D(fake)), K)
-                loss_rec = reconstruction_loss(i)
+                loss_rec, rec_term = reconstruction_loss(i)
             opt_g.zero_grad(set_to_none=True)
-            (loss_adv + alpha * loss_rec).sum().backward()
+            (loss_adv + rec_term).sum().backward()
             opt_g.step()
         for _ in range(rec_steps):  # the reconstruction alone: G_n (and the window) toward x_n, no D_n
             with precision:
-                loss_rec = reconstruction_loss(pick())
+                loss_rec, rec_term = reconstruction_loss(pick())
             opt_g.zero_grad(set_to_none=True)
-            (alpha * loss_rec).sum().backward()
+            rec_term.sum().backward()
             opt_g.step()
         D.requires_grad_(True)
         if dsteps:

@@ -122,6 +122,8 @@ def test_diversity_by_scale_falls_to_zero_as_z_star_is_fixed_at_more_stages(tiny
     recs = [float(e) for e in row[5].split(",")]  # RMSE(x~rec_n, x_n) per stage; the finest is the reconstruction's
     assert len(recs) == n and all(e > 0 for e in recs)
     assert recs[-1] == pytest.approx((model.reconstruct() - model.reals[-1]).pow(2).mean().sqrt().item(), abs=1e-4)
+    injected = [float(e) for e in row[6].split(",")]  # x_0 injected at stages 1 .. N - 1: RMSE to x_0
+    assert len(injected) == n - 1 and all(0 < e < 2 for e in injected)
     missing = _script(script, str(tmp_path / "none"))
     assert missing.returncode == 1 and "no SinGAN model" in missing.stderr and not missing.stdout
 

@@ -36,7 +36,7 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
                              alpha_fine=0.0, alpha_fine_scales=2, dsteps_coarse=0, niter_coarse=0, coarse_scales=2,
                              alpha_coarse=0.0, batch=1, batch_coarse=0, gsteps_coarse=0, niter_finest=0,
                              rec_steps_finest=0, finest_scales=1, d_dilation_coarse=1, lr_g_finest=0.0,
-                             gp_every_coarse=0, gp_samples=0))
+                             gp_every_coarse=0, gp_samples=0, alpha_window=0.0))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -255,7 +255,8 @@ def test_early_stop_records_the_iterations_each_scale_ran():
                                  {"alpha_coarse": -1.0}, {"batch": 0}, {"batch_coarse": -1},
                                  {"gsteps_coarse": -1}, {"niter_finest": -1}, {"rec_steps_finest": -1},
                                  {"finest_scales": 0}, {"d_dilation_coarse": 0}, {"lr_g_finest": -1e-3},
-                                 {"gp_every_coarse": -1}, {"gp_samples": -1}])
+                                 {"gp_every_coarse": -1}, {"gp_samples": -1},
+                                 {"alpha_window": -1.0}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)
@@ -306,6 +307,24 @@ def test_concurrent_stages_update_only_their_window_and_resume(tmp_path):
         for a, b in zip(weights(resumed, k).values(), weights(model, k).values(), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     torch.testing.assert_close(resumed.sample(2, seed=0), model.sample(2, seed=0), rtol=0, atol=1e-4)
+
+
+def test_alpha_window_keeps_the_window_stages_reconstructing_their_own_scale():
+    cfg = CFG.replace(niter=12, concurrent_stages=2, concurrent_lr_scale=0.5)
+    assert preset("paper").replace(alpha_window=10.0).hash() != PAPER_HASH
+    plain, kept = _trained(cfg), _trained(cfg.replace(alpha_window=50.0))
+    n = plain.num_stages
+    # the coarsest scale has no window and trains as before; every scale with one trains otherwise
+    curves = [s["curve"] for s in kept.report["stages"]], [s["curve"] for s in plain.report["stages"]]
+    assert curves[0][0] == curves[1][0] and all(a != b for a, b in zip(curves[0][1:], curves[1][1:], strict=True))
+
+    def own_rec_rmse(model: SinGAN, m: int) -> float:  # RMSE(x~rec_m, x_m) of the pyramid cut at stage m
+        with torch.no_grad():
+            rec = model.generate(1, fixed_noise_stages=model.num_stages, until=m + 1).clamp(-1, 1)
+        return float((rec - model.reals[m][:1]).pow(2).mean().sqrt())
+
+    # G_{n+1}, retrained in the finest scale's window, still reconstructs x_{n+1} better than without the term
+    assert own_rec_rmse(kept, n - 2) < own_rec_rmse(plain, n - 2)
 
 
 def test_concurrent_stages_refuse_uint8_upsampling():

@@ -26,8 +26,9 @@ VARIANTS = {
     # first fake's interpolate only, on every D step at the coarsest scale and every 2nd above it
     "batch": {"batch": 2, "batch_coarse": 3, "coarse_scales": 1, "concurrent_stages": 2, "gp_samples": 1,
               "gp_every": 2, "gp_every_coarse": 1},
-    # a dilated D_n at the 2nd scale (the finest of the coarsest 2), through a ConSinGAN window
-    "dilated": {"d_dilation_coarse": 2, "coarse_scales": 2, "concurrent_stages": 2},
+    # a dilated D_n at the 2nd scale (the finest of the coarsest 2), through a ConSinGAN window whose stages
+    # reconstruct their own scale too
+    "dilated": {"d_dilation_coarse": 2, "coarse_scales": 2, "concurrent_stages": 2, "alpha_window": 5.0},
 }
 
 
