@@ -4,7 +4,8 @@
 - `Window` (concurrent_stages J, ConSinGAN, Hinz et al. WACV 2021): G_n trains together with the
   J - 1 coarser generators G_{n+1} .. G_{n+J-1}, those at lr x concurrent_lr_scale; their outputs
   carry gradients into them, so only the stages below the window are frozen (and prefetched). Only
-  D_n trains; the window's sigma_n and discriminators stay what they were.
+  D_n trains; the window's sigma_n and discriminators stay what they were. `Window.trace` also returns each
+  window stage's own output, for alpha_window's reconstruction of it.
 - The lazy gradient penalty (gp_every, gp_every_coarse) and its cheaper estimate (gp_samples) are a few lines in
   `train_stage`.
 

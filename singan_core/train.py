@@ -169,7 +169,8 @@ def train_stage(
     they all draw them from the same seed).
     `prev_transform`, if given, is applied to every random up(x~_{n+1}) fed to G_n (paint-to-image's
     fine-tune on colour-quantized inputs); the reconstruction input is left as it is.
-    With concurrent_stages J > 1 (ConSinGAN) the J - 1 coarser generators train too (levers.Window). At the finest
+    With concurrent_stages J > 1 (ConSinGAN) the J - 1 coarser generators train too (levers.Window; with
+    alpha_window, their own reconstructions x~rec_m are pulled toward x_m as well). At the finest
     cfg.finest_scales scales, cfg.rec_steps_finest more G steps on the reconstruction loss alone follow each
     iteration's G steps.
     Returns per image: the stage, z* (drawn here when k = 0, else the coarser model's), a report, and
