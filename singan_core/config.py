@@ -37,6 +37,7 @@ HASHED_WHEN_SET: dict[str, Any] = {
     "dsteps_coarse": 0, "niter_coarse": 0, "coarse_scales": 2, "alpha_coarse": 0.0, "batch": 1, "batch_coarse": 0,
     "gsteps_coarse": 0, "d_dilation_coarse": 1, "niter_finest": 0, "rec_steps_finest": 0, "finest_scales": 1,
     "lr_g_finest": 0.0, "gp_every_coarse": 0, "gp_samples": 0, "alpha_window": 0.0,
+    "noise_amp_coarse": 0.0,
 }
 
 
@@ -95,6 +96,8 @@ class Config:
     gp_every_coarse: int = 0  # ... 0: gp_every there too; else their lazy penalty's interval (1: every D step)
     niter_coarse: int = 0  # ... 0: niter there too (epoch decay applied); else their iterations
     alpha_coarse: float = 0.0  # ... 0: alpha there too; else their reconstruction weight (alpha_fine wins on overlap)
+    noise_amp_coarse: float = 0.0  # ... 0: noise_amp there too; else theirs (sigma_N stays 1): with a light alpha
+    # their x~rec is further from x_n than `paper`'s, so noise_amp x that error overshoots `paper`'s sigma_n
     batch_coarse: int = 0  # ... 0: batch there too; else their fakes per step (many coarse layouts per update)
     d_dilation_coarse: int = 1  # ... 1: D_n as everywhere; else the dilation of D_n's body convolutions at the
     # finest of them (2: receptive field 17 instead of 11, the same weights), so D_n judges the layout passed on
@@ -149,6 +152,8 @@ class Config:
         if self.niter_finest < 0 or self.rec_steps_finest < 0 or self.lr_g_finest < 0 or self.finest_scales < 1:
             raise ValueError("niter_finest, rec_steps_finest and lr_g_finest must not be negative, finest_scales must "
                              "be at least 1")
+        if self.noise_amp_coarse < 0:
+            raise ValueError(f"noise_amp_coarse must not be negative, got {self.noise_amp_coarse}")
         if self.alpha_window < 0:
             raise ValueError(f"alpha_window must not be negative, got {self.alpha_window}")
         if self.concurrent_lr_scale <= 0:
@@ -190,6 +195,10 @@ class Config:
         if self.alpha_fine and k >= n_scales - self.alpha_fine_scales:
             return self.alpha_fine
         return self._at_coarse(k, self.alpha_coarse, self.alpha)
+
+    def noise_amp_at(self, k: int) -> float:
+        """noise_amp of sigma_n = noise_amp * RMSE(x_n, up(x~rec_{n+1})) at scale k (0 = coarsest: sigma_N = 1)."""
+        return self._at_coarse(k, self.noise_amp_coarse, self.noise_amp)
 
     def dsteps_at(self, k: int) -> int:
         """D steps per iteration at scale k (0 = coarsest); none with the Frechet patch loss, which has no D."""

@@ -198,7 +198,7 @@ def train_stage(
         rec = side_by_side([c.generate(M, fixed_noise_stages=k, image_index=torch.arange(M)) for c in coarser])
         rec_prev = upsample(rec, shape, cfg.upsample)
         rec_noise = torch.zeros_like(real)
-        noise_amp = [cfg.noise_amp * math.sqrt(F.mse_loss(p, x).item())
+        noise_amp = [cfg.noise_amp_at(k) * math.sqrt(F.mse_loss(p, x).item())
                      for p, x in zip(each_image(rec_prev, K), each_image(real, K), strict=True)]
     amp = sigma_per_channel(noise_amp, device)
     window = Window(k, min(cfg.concurrent_stages, k + 1) - 1, coarser, reals, cfg, device)

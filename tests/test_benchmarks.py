@@ -124,8 +124,38 @@ def test_diversity_by_scale_falls_to_zero_as_z_star_is_fixed_at_more_stages(tiny
     assert recs[-1] == pytest.approx((model.reconstruct() - model.reals[-1]).pow(2).mean().sqrt().item(), abs=1e-4)
     injected = [float(e) for e in row[6].split(",")]  # x_0 injected at stages 1 .. N - 1: RMSE to x_0
     assert len(injected) == n - 1 and all(0 < e < 2 for e in injected)
+    per_stage = [float(d) for d in row[7].split(",")]  # x~_n against x_n: the finest is the samples' diversity
+    assert len(per_stage) == n and per_stage[0] == float(row[3]) and per_stage[-1] == free
     missing = _script(script, str(tmp_path / "none"))
     assert missing.returncode == 1 and "no SinGAN model" in missing.stderr and not missing.stdout
+
+
+def test_swap_scales_pairs_the_coarser_stages_of_one_model_with_the_finer_of_another(tiny_model, tiny_image,
+                                                                                     tmp_path):
+    from singan_core import preset, train
+    from singan_core.metrics.diversity import diversity
+
+    from .conftest import synthetic_image
+
+    model, folder = tiny_model
+    other = tmp_path / "other"
+    train(tiny_image, preset("test").replace(niter=30, seed=1), out=str(other), progress=False)
+    script = ROOT / "benchmarks" / "swap_scales.py"
+    done = _script(script, folder, str(other), "--cut", "1", "2", "--samples", "6")
+    assert done.returncode == 0, done.stderr
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): [float(c) for c in line.split("|")[3:-1]]
+            for line in done.stdout.splitlines() if line.startswith("| A") or line.startswith("| B")}
+    assert set(rows) == {("A", "A"), ("A", "B"), ("B", "A"), ("B", "B")}
+    # a model paired with itself is that model: its own samples' diversity, whatever the cut
+    own = diversity(model.generate(6, generator=torch.Generator().manual_seed(0)).clamp(-1, 1), model.reals[-1])
+    assert rows[("A", "A")] == [pytest.approx(own, abs=1e-3)] * 2
+    assert rows[("A", "B")] != rows[("A", "A")]
+    bad = _script(script, folder, str(other), "--cut", str(model.num_stages))
+    assert bad.returncode == 1 and "--cut" in bad.stderr
+    elsewhere = tmp_path / "elsewhere"
+    train(synthetic_image(30, 34, seed=5), preset("test").replace(niter=2), out=str(elsewhere), progress=False)
+    mismatch = _script(script, folder, str(elsewhere))
+    assert mismatch.returncode == 1 and "same image" in mismatch.stderr
 
 
 def test_finest_scale_retrains_only_the_finest_scale_and_its_preset_line_is_the_full_run(tmp_path):

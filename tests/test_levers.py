@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from singan_core import Config, SinGAN, preset, train
+from singan_core.singan import upsample
 
 from .conftest import synthetic_image
 
@@ -36,7 +37,8 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
                              alpha_fine=0.0, alpha_fine_scales=2, dsteps_coarse=0, niter_coarse=0, coarse_scales=2,
                              alpha_coarse=0.0, batch=1, batch_coarse=0, gsteps_coarse=0, niter_finest=0,
                              rec_steps_finest=0, finest_scales=1, d_dilation_coarse=1, lr_g_finest=0.0,
-                             gp_every_coarse=0, gp_samples=0, alpha_window=0.0))
+                             gp_every_coarse=0, gp_samples=0, alpha_window=0.0,
+                             noise_amp_coarse=0.0))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -106,6 +108,21 @@ def test_alpha_coarse_weights_the_reconstruction_of_the_coarsest_scales_only():
     stages = model.report["stages"]
     assert [s["alpha"] for s in stages] == [2.0] + [10.0] * (len(stages) - 1)
     assert stages[0]["curve"] != _trained(CFG).report["stages"][0]["curve"]
+
+
+def test_noise_amp_coarse_sets_the_factor_of_sigma_n_at_the_coarsest_scales_only():
+    cfg = CFG.replace(noise_amp_coarse=0.05, coarse_scales=2)
+    assert [cfg.noise_amp_at(k) for k in range(4)] == [0.05, 0.05, 0.1, 0.1]
+    assert preset("paper").replace(noise_amp_coarse=0.07).hash() != PAPER_HASH
+    model, plain = _trained(cfg), _trained(CFG)
+    sigmas = [s["noise_amp"] for s in model.report["stages"]]
+    assert sigmas[0] == 1.0  # sigma_N is 1 whatever the factor
+    assert sigmas[1] == pytest.approx(0.5 * plain.report["stages"][1]["noise_amp"], rel=1e-6)  # same x~rec_N
+    for k in range(1, model.num_stages):  # sigma_n = factor x RMSE(x_n, up(x~rec_{n+1})) at every scale
+        rec = model.generate(1, fixed_noise_stages=k, until=k)
+        rmse = (upsample(rec, model.shapes[k]) - model.reals[k]).pow(2).mean().sqrt().item()
+        assert sigmas[k] == pytest.approx(cfg.noise_amp_at(k) * rmse, rel=1e-4)
+    assert not torch.equal(model.sample(1, seed=0), plain.sample(1, seed=0))
 
 
 def test_dsteps_coarse_gives_the_coarsest_scales_more_discriminator_steps_only():
@@ -256,7 +273,7 @@ def test_early_stop_records_the_iterations_each_scale_ran():
                                  {"gsteps_coarse": -1}, {"niter_finest": -1}, {"rec_steps_finest": -1},
                                  {"finest_scales": 0}, {"d_dilation_coarse": 0}, {"lr_g_finest": -1e-3},
                                  {"gp_every_coarse": -1}, {"gp_samples": -1},
-                                 {"alpha_window": -1.0}])
+                                 {"alpha_window": -1.0}, {"noise_amp_coarse": -0.1}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)
