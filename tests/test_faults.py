@@ -194,8 +194,14 @@ def test_ctrl_c_while_the_job_checks_the_cluster_stops_it(ray_tmp, tmp_path):
     silent = FakeServer(silent=True)
     record(silent.address)
     data = one_image_folder(tmp_path / "data")
-    job = subprocess.Popen(job_args(data, tmp_path / "out"), env=job_env(root), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal: a test run started in the background of a script ignores SIGINT, and a child would
+    # inherit that; a handler here (not SIG_IGN) becomes the default in the job, where Python makes it an interrupt
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        job = subprocess.Popen(job_args(data, tmp_path / "out"), env=job_env(root), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, before)
     try:
         assert silent.accepted.wait(120), "the job never checked the head on record"
         job.send_signal(signal.SIGINT)
