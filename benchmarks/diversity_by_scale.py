@@ -34,9 +34,10 @@ from singan_core.singan import ModelFileError, SinGAN
 
 
 def by_scale(model: SinGAN, samples: int, seed: int, fixed: list[int]) -> dict:
-    """Diversity with z* at the first k stages for each k of `fixed`, the coarsest output's, each sigma_n, the
-    reconstruction RMSE of every stage, RMSE(x~rec_n, x_n) (x~rec_n clamped to [-1, 1] as samples are), and the
-    RMSE against x_0 of samples with x_0 injected at stage k = 1 .. N - 1."""
+    """Diversity with z* at the first k stages for each k of `fixed`, each stage's output's (x~_n against x_n; the
+    first is the coarsest output's), each sigma_n, the reconstruction RMSE of every stage, RMSE(x~rec_n, x_n)
+    (x~rec_n clamped to [-1, 1] as samples are), and the RMSE against x_0 of samples with x_0 injected at stage
+    k = 1 .. N - 1."""
     def draw(**kw) -> torch.Tensor:
         with torch.no_grad():
             return model.generate(samples, generator=torch.Generator().manual_seed(seed), **kw).clamp(-1, 1)
@@ -51,10 +52,11 @@ def by_scale(model: SinGAN, samples: int, seed: int, fixed: list[int]) -> dict:
         out = draw(injected=injection_input(x0, model, k), inject_stage=k)
         return (out - x0).pow(2).mean().sqrt().item()
 
+    per_stage = [diversity(draw(until=k + 1), model.reals[k]) for k in range(model.num_stages)]
     return {
         "fixed": {k: diversity(draw(fixed_noise_stages=k), model.reals[-1]) for k in fixed},
-        "coarsest": diversity(draw(until=1), model.reals[0]),
-        "per_stage": [diversity(draw(until=k + 1), model.reals[k]) for k in range(model.num_stages)],
+        "coarsest": per_stage[0],
+        "per_stage": per_stage,
         "noise_amp": [s.noise_amp for s in model.stages],
         "rec_rmse": [(rec_until(k + 1) - model.reals[k][:1]).pow(2).mean().sqrt().item()
                      for k in range(model.num_stages)],

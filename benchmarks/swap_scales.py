@@ -21,18 +21,16 @@ import sys
 import torch
 
 from singan_core.metrics.diversity import diversity
-from singan_core.singan import ModelFileError, SinGAN, stage_noise, upsample
+from singan_core.singan import ModelFileError, SinGAN, upsample
 
 
 def swapped(coarse: SinGAN, fine: SinGAN, cut: int, samples: int, seed: int) -> torch.Tensor:
     """`samples` samples of stages 0 .. cut-1 of `coarse` followed by stages cut .. N-1 of `fine`."""
     generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        x = coarse.generate(samples, until=cut, generator=generator)
-        for k in range(cut, fine.num_stages):
-            x = upsample(x, fine.shapes[k], fine.config.upsample)
-            x = fine.apply_stage(k, stage_noise(k, samples, fine.shapes[k], fine.device, generator), x)
-    return x.clamp(-1, 1)
+    x = coarse.generate(samples, until=cut, generator=generator)
+    # up(x~) as `fine` itself would make it, then its stages from `cut` on, drawing on the same generator
+    x = upsample(x, fine.shapes[cut], fine.config.upsample)
+    return fine.generate(samples, injected=x, inject_stage=cut, generator=generator).clamp(-1, 1)
 
 
 def main() -> None:
