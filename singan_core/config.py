@@ -37,7 +37,7 @@ HASHED_WHEN_SET: dict[str, Any] = {
     "dsteps_coarse": 0, "niter_coarse": 0, "coarse_scales": 2, "alpha_coarse": 0.0, "batch": 1, "batch_coarse": 0,
     "gsteps_coarse": 0, "d_dilation_coarse": 1, "niter_finest": 0, "rec_steps_finest": 0, "finest_scales": 1,
     "lr_g_finest": 0.0, "gp_every_coarse": 0, "gp_samples": 0, "alpha_window": 0.0,
-    "noise_amp_coarse": 0.0,
+    "noise_amp_coarse": 0.0, "ema_half_life": 0.0,
 }
 
 
@@ -108,6 +108,10 @@ class Config:
     # random draws: one pass of G_n each, a fraction of an iteration), so x~rec_n gets close to x_n in few iterations
     lr_g_finest: float = 0.0  # ... 0: lr_g there too; else G_n's learning rate there (the window's follows it):
     # with few iterations, a larger step reaches x_n's detail before the lr decay
+    # the weights a scale ends with: 0, the last iterate's; else an exponential moving average of the generators'
+    # weights over its iterations (Yazici et al., ICLR 2019; StyleGAN's G_ema), with a half-life of this fraction of
+    # the scale's iterations: few, large steps leave the last iterate wherever its last steps threw it
+    ema_half_life: float = 0.0
     # epoch decay (High-Res-SinGAN): scale k (0 = coarsest) trains niter * max(1 - k * rate, floor)
     epoch_decay: bool = False
     epoch_decay_rate: float = 0.1
@@ -154,6 +158,8 @@ class Config:
                              "be at least 1")
         if self.noise_amp_coarse < 0:
             raise ValueError(f"noise_amp_coarse must not be negative, got {self.noise_amp_coarse}")
+        if not 0 <= self.ema_half_life <= 1:
+            raise ValueError(f"ema_half_life must lie in [0, 1], got {self.ema_half_life}")
         if self.alpha_window < 0:
             raise ValueError(f"alpha_window must not be negative, got {self.alpha_window}")
         if self.concurrent_lr_scale <= 0:
@@ -199,6 +205,13 @@ class Config:
     def noise_amp_at(self, k: int) -> float:
         """noise_amp of sigma_n = noise_amp * RMSE(x_n, up(x~rec_{n+1})) at scale k (0 = coarsest: sigma_N = 1)."""
         return self._at_coarse(k, self.noise_amp_coarse, self.noise_amp)
+
+    def ema_decay(self, iterations: int) -> float:
+        """The moving average's decay per iteration in a scale of `iterations` (0: no average): 0.5 ** (1 / (
+        ema_half_life x iterations)), at most 0.5 (a half-life of at least one iteration)."""
+        if not self.ema_half_life:
+            return 0.0
+        return 0.5 ** (1 / max(1.0, self.ema_half_life * iterations))
 
     def dsteps_at(self, k: int) -> int:
         """D steps per iteration at scale k (0 = coarsest); none with the Frechet patch loss, which has no D."""

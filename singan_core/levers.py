@@ -6,6 +6,7 @@
   carry gradients into them, so only the stages below the window are frozen (and prefetched). Only
   D_n trains; the window's sigma_n and discriminators stay what they were. `Window.trace` also returns each
   window stage's own output, for alpha_window's reconstruction of it.
+- `WeightAverage` (ema_half_life): a scale ends with a moving average of its generators' weights.
 - The lazy gradient penalty (gp_every, gp_every_coarse) and its cheaper estimate (gp_samples) are a few lines in
   `train_stage`.
 
@@ -15,10 +16,12 @@ In a pack every lever acts on each image as it would alone (BatchNorm step count
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import Config
 from .model import Net, pack, unpack
@@ -74,6 +77,40 @@ class EarlyStop:
             return []
         still = ((means - previous[0]).abs() <= self.tol * previous[1]).all(0)
         return [j for j, s in enumerate(still.tolist()) if s]
+
+
+class WeightAverage:
+    """An exponential moving average of the weights of the generators a scale trains (G_n, and the window's with
+    concurrent_stages > 1), BatchNorm running statistics included, updated after every iteration: the scale ends
+    with the average instead of the last iterate (torch's AveragedModel). No average when decay is 0. Elementwise,
+    so in a pack each image gets the average it would get alone (step counts are left as they are)."""
+
+    def __init__(self, nets: Sequence[torch.nn.Module], decay: float) -> None:
+        self.nets = list(nets) if decay else []
+        self.averages = [AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+                         for net in self.nets]
+
+    def update(self) -> None:
+        for average, net in zip(self.averages, self.nets, strict=True):
+            average.update_parameters(net)
+
+    def _load(self, states: Sequence[dict[str, torch.Tensor]]) -> None:
+        for net, state in zip(self.nets, states, strict=True):
+            net.load_state_dict({k: v for k, v in state.items() if v.is_floating_point()}, strict=False)
+
+    def apply(self) -> None:
+        """The averaged weights into the trained networks (at the scale's end)."""
+        self._load([average.module.state_dict() for average in self.averages])
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """The averaged weights in the networks for the `with` block, the trained ones back after it."""
+        trained = [copy.deepcopy(net.state_dict()) for net in self.nets]
+        self.apply()
+        try:
+            yield
+        finally:
+            self._load(trained)
 
 
 def sigma_per_channel(noise_amps: Sequence[float], device: torch.device) -> torch.Tensor:

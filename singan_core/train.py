@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from .config import Config
 from .devices import native_bfloat16, resolve_device
 from .images import resize
-from .levers import EarlyStop, Window, pack_counted, sigma_per_channel, unpack_counted
+from .levers import EarlyStop, WeightAverage, Window, pack_counted, sigma_per_channel, unpack_counted
 from .metrics.frechet import psd_sqrt
 from .metrics.patch import pooled_patch_stats
 from .model import Discriminator, Generator
@@ -172,7 +172,8 @@ def train_stage(
     With concurrent_stages J > 1 (ConSinGAN) the J - 1 coarser generators train too (levers.Window; with
     alpha_window, their own reconstructions x~rec_m are pulled toward x_m as well). At the finest
     cfg.finest_scales scales, cfg.rec_steps_finest more G steps on the reconstruction loss alone follow each
-    iteration's G steps.
+    iteration's G steps. With ema_half_life > 0 the generators end as the moving average of their weights over
+    the iterations (levers.WeightAverage) instead of their last iterate.
     Returns per image: the stage, z* (drawn here when k = 0, else the coarser model's), a report, and
     the retrained coarser stages k-J+1 .. k-1 (empty when J = 1).
     """
@@ -276,6 +277,7 @@ def train_stage(
         return loss, term
 
     precision = arithmetic(cfg, device)  # entered around the forward passes of every step
+    average = WeightAverage([G, *window.nets], cfg.ema_decay(iters))  # none at ema_half_life 0
     d_step = gp_evaluations = 0
     stopper = EarlyStop(cfg.early_stop_patience, cfg.early_stop_tol, K)
     # image -> its G_n, D_n, window generators, iterations, penalty evaluations and z* when it stopped early
@@ -327,6 +329,7 @@ def train_stage(
             rec_term.sum().backward()
             opt_g.step()
         D.requires_grad_(True)
+        average.update()
         if dsteps:
             sched_d.step()
         sched_g.step()
@@ -340,12 +343,14 @@ def train_stage(
                             rec=f"{sum(losses[2]) / K:.4f}")
         for j in stopped:  # in a pack the others go on; image j keeps the networks it had here
             if j not in finished:
-                Gj, Dj = (unpack_counted(copy.deepcopy(net), offsets)[j] for net, offsets in nets_offsets)
-                finished[j] = (Gj, Dj, window.snapshot(j), it + 1, gp_evaluations, each_image(z_star, K)[j])
+                with average.applied():
+                    Gj, Dj = (unpack_counted(copy.deepcopy(net), offsets)[j] for net, offsets in nets_offsets)
+                    finished[j] = (Gj, Dj, window.snapshot(j), it + 1, gp_evaluations, each_image(z_star, K)[j])
         if len(finished) == K:
             break
     bar.close()
 
+    average.apply()
     Gs, Ds = (unpack_counted(net.eval().requires_grad_(False), offsets) for net, offsets in nets_offsets)
     ran, penalties, z_stars = [iters] * K, [gp_evaluations] * K, each_image(z_star, K)
     for j, (Gj, Dj, _, n, p, z) in finished.items():  # (a redrawn z* is the one of its last iteration)
@@ -373,6 +378,7 @@ def train_stage(
             "planned_iterations": iters,
             "gp_every": gp_every,  # the penalty's interval in D steps at this scale
             "gp_evaluations": penalties[j],  # D steps on which the gradient penalty was evaluated
+            "ema_decay": cfg.ema_decay(iters),  # of the generators' weight average per iteration (0: the last iterate)
             "trained_stages": [*window.stages, k],  # the generators this scale updated (ConSinGAN: a window)
             "seconds": seconds / K,  # the pack's time, shared equally
             "loss_d": curves[j][-1][1],

@@ -38,7 +38,7 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
                              alpha_coarse=0.0, batch=1, batch_coarse=0, gsteps_coarse=0, niter_finest=0,
                              rec_steps_finest=0, finest_scales=1, d_dilation_coarse=1, lr_g_finest=0.0,
                              gp_every_coarse=0, gp_samples=0, alpha_window=0.0,
-                             noise_amp_coarse=0.0))
+                             noise_amp_coarse=0.0, ema_half_life=0.0))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -253,6 +253,61 @@ def test_lr_g_finest_sets_the_generator_learning_rate_of_the_finest_scales_only(
     assert all(a["curve"] != b["curve"] for a, b in zip(stages[-2:], before[-2:], strict=True))
 
 
+def test_ema_half_life_ends_each_scale_with_the_moving_average_of_its_generator_weights(monkeypatch):
+    from singan_core import levers
+
+    cfg = CFG.replace(ema_half_life=0.25)  # 8 iterations: a half-life of 2, decay 0.5 ** (1 / 2) per iteration
+    assert preset("paper").replace(ema_half_life=0.1).hash() != PAPER_HASH
+    assert cfg.ema_decay(8) == pytest.approx(0.5**0.5) and CFG.ema_decay(8) == 0.0
+    assert cfg.ema_decay(2) == 0.5  # a half-life of at least one iteration
+    iterates: list[list[dict[str, torch.Tensor]]] = []  # per scale, G_n's weights after each iteration
+    update = levers.WeightAverage.update
+
+    def recording(self):
+        if not self.nets:  # the run without the average
+            return update(self)
+        if len(iterates) == 0 or len(iterates[-1]) == 8:
+            iterates.append([])
+        iterates[-1].append({k: v.clone() for k, v in self.nets[0].state_dict().items()})
+        update(self)
+
+    monkeypatch.setattr(levers.WeightAverage, "update", recording)
+    model, plain = _trained(cfg), _trained(CFG)
+    assert [s["ema_decay"] for s in model.report["stages"]] == [pytest.approx(0.5**0.5)] * model.num_stages
+    assert [s["ema_decay"] for s in plain.report["stages"]] == [0.0] * plain.num_stages
+    assert len(iterates) == model.num_stages
+    # G_n is w~ after the last iteration, w~_1 = w_1, w~_t = d w~_{t-1} + (1 - d) w_t, BatchNorm statistics included
+    for stage, weights in zip(model.stages, iterates, strict=True):
+        expected = dict(weights[0])
+        for w in weights[1:]:
+            expected = {k: v.lerp(w[k], 1 - 0.5**0.5) if v.is_floating_point() else w[k] for k, v in expected.items()}
+        for name, value in stage.generator.state_dict().items():
+            torch.testing.assert_close(value, expected[name], msg=name)
+    # the coarsest scale trains exactly as without the average, and ends elsewhere than its last iterate
+    assert model.report["stages"][0]["curve"] == plain.report["stages"][0]["curve"]
+    assert not torch.allclose(model.stages[0].generator.tail.weight, plain.stages[0].generator.tail.weight)
+    assert _rec_rmse(model) < 1.2 * _rec_rmse(plain)  # it reconstructs as the last iterate does
+    assert not torch.allclose(model.sample(1, seed=1), model.sample(1, seed=2))
+
+
+def test_weight_average_is_applied_only_inside_its_block():
+    from singan_core.levers import WeightAverage
+
+    net = torch.nn.Linear(2, 2)
+    average = WeightAverage([net], decay=0.5)
+    first = net.weight.detach().clone()
+    average.update()
+    with torch.no_grad():
+        net.weight.add_(2.0)
+    average.update()
+    with average.applied():
+        torch.testing.assert_close(net.weight.detach(), first + 1.0)
+    torch.testing.assert_close(net.weight.detach(), first + 2.0)
+    average.apply()
+    torch.testing.assert_close(net.weight.detach(), first + 1.0)
+    assert WeightAverage([net], decay=0.0).averages == []  # off: nothing averaged
+
+
 def test_early_stop_records_the_iterations_each_scale_ran():
     # tolerance so wide that every scale stops at its second window: iteration 2 x patience
     model = _trained(CFG.replace(niter=20, early_stop_patience=3, early_stop_tol=1e9))
@@ -273,7 +328,8 @@ def test_early_stop_records_the_iterations_each_scale_ran():
                                  {"gsteps_coarse": -1}, {"niter_finest": -1}, {"rec_steps_finest": -1},
                                  {"finest_scales": 0}, {"d_dilation_coarse": 0}, {"lr_g_finest": -1e-3},
                                  {"gp_every_coarse": -1}, {"gp_samples": -1},
-                                 {"alpha_window": -1.0}, {"noise_amp_coarse": -0.1}])
+                                 {"alpha_window": -1.0}, {"noise_amp_coarse": -0.1}, {"ema_half_life": -0.1},
+                                 {"ema_half_life": 1.5}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)

@@ -19,9 +19,11 @@ VARIANTS = {
     # lazy penalty, and early stops at different iterations per image (the pack goes on without the stopped ones)
     "levers": {"gp_every": 2, "early_stop_patience": 1, "early_stop_tol": 0.06},
     # ConSinGAN's concurrent stages (with early stops: each image keeps its window's generators where it stopped),
-    # and reconstruction-only steps at the finest 2 scales at their own learning rate, through the window
+    # reconstruction-only steps at the finest 2 scales at their own learning rate, through the window, and the
+    # generators' weight average (each image's, G_n's and the window's, the average where it stopped)
     "concurrent": {"concurrent_stages": 3, "concurrent_lr_scale": 0.5, "early_stop_patience": 1,
-                   "early_stop_tol": 0.1, "rec_steps_finest": 2, "finest_scales": 2, "lr_g_finest": 1e-3},
+                   "early_stop_tol": 0.1, "rec_steps_finest": 2, "finest_scales": 2, "lr_g_finest": 1e-3,
+                   "ema_half_life": 0.3},
     # several fakes per step (the coarsest scale 3, the others 2), through a ConSinGAN window, the penalty at the
     # first fake's interpolate only, on every D step at the coarsest scale and every 2nd above it
     "batch": {"batch": 2, "batch_coarse": 3, "coarse_scales": 1, "concurrent_stages": 2, "gp_samples": 1,
