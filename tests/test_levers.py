@@ -221,9 +221,12 @@ def test_the_finest_scale_takes_its_own_iterations_and_reconstruction_steps():
     # the coarser scales train exactly as without the levers; the finest one differs
     assert [s["curve"] for s in stages[:-1]] == [s["curve"] for s in before[:-1]]
     assert stages[-1]["curve"][-1][0] == 4
-    # the extra steps fit the reconstruction: x~rec_0 is closer to x_0 than with as many plain iterations
+    # the extra steps fit the reconstruction: the finest scale ends with a smaller reconstruction loss than with as
+    # many plain iterations. (Its training loss, not x~rec of the saved model: at this toy size, 8 channels trained
+    # mostly on one input, the eval-mode BatchNorm gives another x~rec than the training passes did, better or worse
+    # by CPU; at 96 px they agree to 1%, e.g. `fast` on trees3: RMSE 0.0372 eval, 0.0371 in training mode.)
     fewer = _trained(CFG.replace(niter_finest=5))
-    assert _rec_rmse(model) < _rec_rmse(fewer)
+    assert stages[-1]["loss_rec"] < 0.8 * fewer.report["stages"][-1]["loss_rec"]
 
 
 def test_finest_scales_widens_the_finest_values_to_the_finest_few_scales():
