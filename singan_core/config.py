@@ -208,7 +208,7 @@ class Config:
 
     def ema_decay(self, iterations: int) -> float:
         """The moving average's decay per iteration in a scale of `iterations` (0: no average): 0.5 ** (1 / (
-        ema_half_life x iterations)), at most 0.5 (a half-life of at least one iteration)."""
+        ema_half_life x iterations)), at least 0.5 (a half-life of at least one iteration)."""
         if not self.ema_half_life:
             return 0.0
         return 0.5 ** (1 / max(1.0, self.ema_half_life * iterations))

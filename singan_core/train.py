@@ -277,7 +277,8 @@ def train_stage(
         return loss, term
 
     precision = arithmetic(cfg, device)  # entered around the forward passes of every step
-    average = WeightAverage([G, *window.nets], cfg.ema_decay(iters))  # none at ema_half_life 0
+    ema_decay = cfg.ema_decay(iters)
+    average = WeightAverage([G, *window.nets], ema_decay)  # none at ema_half_life 0
     d_step = gp_evaluations = 0
     stopper = EarlyStop(cfg.early_stop_patience, cfg.early_stop_tol, K)
     # image -> its G_n, D_n, window generators, iterations, penalty evaluations and z* when it stopped early
@@ -378,7 +379,7 @@ def train_stage(
             "planned_iterations": iters,
             "gp_every": gp_every,  # the penalty's interval in D steps at this scale
             "gp_evaluations": penalties[j],  # D steps on which the gradient penalty was evaluated
-            "ema_decay": cfg.ema_decay(iters),  # of the generators' weight average per iteration (0: the last iterate)
+            "ema_decay": ema_decay,  # of the generators' weight average per iteration (0: the last iterate)
             "trained_stages": [*window.stages, k],  # the generators this scale updated (ConSinGAN: a window)
             "seconds": seconds / K,  # the pack's time, shared equally
             "loss_d": curves[j][-1][1],

@@ -263,22 +263,20 @@ def test_ema_half_life_ends_each_scale_with_the_moving_average_of_its_generator_
     assert preset("paper").replace(ema_half_life=0.1).hash() != PAPER_HASH
     assert cfg.ema_decay(8) == pytest.approx(0.5**0.5) and CFG.ema_decay(8) == 0.0
     assert cfg.ema_decay(2) == 0.5  # a half-life of at least one iteration
-    iterates: list[list[dict[str, torch.Tensor]]] = []  # per scale, G_n's weights after each iteration
+    recorded: dict = {}  # each scale's average -> G_n's weights after each iteration
     update = levers.WeightAverage.update
 
     def recording(self):
-        if not self.nets:  # the run without the average
-            return update(self)
-        if len(iterates) == 0 or len(iterates[-1]) == 8:
-            iterates.append([])
-        iterates[-1].append({k: v.clone() for k, v in self.nets[0].state_dict().items()})
+        if self.nets:  # not the run without the average
+            recorded.setdefault(self, []).append({k: v.clone() for k, v in self.nets[0].state_dict().items()})
         update(self)
 
     monkeypatch.setattr(levers.WeightAverage, "update", recording)
     model, plain = _trained(cfg), _trained(CFG)
+    iterates = list(recorded.values())
+    assert [len(weights) for weights in iterates] == [8] * model.num_stages
     assert [s["ema_decay"] for s in model.report["stages"]] == [pytest.approx(0.5**0.5)] * model.num_stages
     assert [s["ema_decay"] for s in plain.report["stages"]] == [0.0] * plain.num_stages
-    assert len(iterates) == model.num_stages
     # G_n is w~ after the last iteration, w~_1 = w_1, w~_t = d w~_{t-1} + (1 - d) w_t, BatchNorm statistics included
     for stage, weights in zip(model.stages, iterates, strict=True):
         expected = dict(weights[0])
