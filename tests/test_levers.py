@@ -38,7 +38,7 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
                              alpha_coarse=0.0, batch=1, batch_coarse=0, gsteps_coarse=0, niter_finest=0,
                              rec_steps_finest=0, finest_scales=1, d_dilation_coarse=1, lr_g_finest=0.0,
                              gp_every_coarse=0, gp_samples=0, alpha_window=0.0,
-                             noise_amp_coarse=0.0, ema_half_life=0.0))
+                             noise_amp_coarse=0.0, ema_half_life=0.0, lr_g_finest_channels=0))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -256,6 +256,27 @@ def test_lr_g_finest_sets_the_generator_learning_rate_of_the_finest_scales_only(
     assert all(a["curve"] != b["curve"] for a, b in zip(stages[-2:], before[-2:], strict=True))
 
 
+def test_lr_g_finest_channels_scales_the_finest_learning_rate_by_one_over_the_width():
+    # 3 scales of 8, 16, 16 channels (doubled every scale, capped at 16); lr_g_finest is meant for 8 channels
+    cfg = CFG.replace(lr_g_finest=2e-3, finest_scales=2, nfc_double_every=1, lr_g_finest_channels=8)
+    assert preset("paper").replace(lr_g_finest=1e-3, lr_g_finest_channels=32).hash() != PAPER_HASH
+    assert [cfg.channels(k) for k in range(3)] == [8, 16, 16]
+    assert [cfg.lr_g_at(k, 3) for k in range(3)] == [5e-4, 1e-3, 1e-3]
+    assert [cfg.replace(lr_g_finest_channels=16).lr_g_at(k, 3) for k in range(3)] == [5e-4, 2e-3, 2e-3]
+    assert [cfg.replace(finest_scales=3).lr_g_at(k, 3) for k in range(3)] == [2e-3, 1e-3, 1e-3]
+    assert cfg.replace(lr_g_finest=0.0).lr_g_at(2, 3) == 5e-4  # without lr_g_finest: lr_g, whatever the width
+    # the fast preset: 1e-3 at its 32-channel finest scales (96 px), 5e-4 where they are 64 wide (250 px)
+    fast = preset("fast")
+    assert [fast.replace(max_size=96).lr_g_at(k, 5) for k in range(5)] == [5e-4] * 3 + [1e-3] * 2
+    assert [fast.lr_g_at(k, 9) for k in (7, 8)] == [5e-4, 5e-4] and fast.channels(8) == 64
+    model = _trained(cfg)
+    assert model.num_stages == 3 and [s["lr_g"] for s in model.report["stages"]] == [5e-4, 1e-3, 1e-3]
+    plain = _trained(cfg.replace(lr_g_finest_channels=0))  # 2e-3 there: the finest scales train otherwise
+    assert [s["curve"] for s in model.report["stages"]][:1] == [s["curve"] for s in plain.report["stages"]][:1]
+    assert all(a["curve"] != b["curve"] for a, b in zip(model.report["stages"][1:], plain.report["stages"][1:],
+                                                         strict=True))
+
+
 def test_ema_half_life_ends_each_scale_with_the_moving_average_of_its_generator_weights(monkeypatch):
     from singan_core import levers
 
@@ -330,7 +351,7 @@ def test_early_stop_records_the_iterations_each_scale_ran():
                                  {"finest_scales": 0}, {"d_dilation_coarse": 0}, {"lr_g_finest": -1e-3},
                                  {"gp_every_coarse": -1}, {"gp_samples": -1},
                                  {"alpha_window": -1.0}, {"noise_amp_coarse": -0.1}, {"ema_half_life": -0.1},
-                                 {"ema_half_life": 1.5}])
+                                 {"ema_half_life": 1.5}, {"lr_g_finest_channels": -1}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)
@@ -430,7 +451,9 @@ def test_the_fast_candidate_trains_from_the_cli_and_records_its_levers(tmp_path)
     finest = fast.finest_scales
     assert [s["rec_steps"] for s in stages] == [0] * (len(stages) - finest) + [fast.rec_steps_finest] * finest
     assert [s["planned_iterations"] for s in stages[-finest:]] == [fast.niter_finest] * finest
-    assert [s["lr_g"] for s in stages] == [fast.lr_g_at(k, len(stages)) for k in range(len(stages))]
+    # 8 channels here (nfc=8): the finest scales take 1e-3 x 32 / 8 (lr_g_finest_channels)
+    assert [s["lr_g"] for s in stages] == [model.config.lr_g_at(k, len(stages)) for k in range(len(stages))]
+    assert [s["lr_g"] for s in stages][-finest:] == [fast.lr_g_finest * 32 / 8] * finest
 
 
 def test_bfloat16_training_runs_its_passes_in_bfloat16_and_keeps_float32_weights(device, monkeypatch):
