@@ -451,9 +451,10 @@ def test_the_fast_candidate_trains_from_the_cli_and_records_its_levers(tmp_path)
     finest = fast.finest_scales
     assert [s["rec_steps"] for s in stages] == [0] * (len(stages) - finest) + [fast.rec_steps_finest] * finest
     assert [s["planned_iterations"] for s in stages[-finest:]] == [fast.niter_finest] * finest
-    # 8 channels here (nfc=8): the finest scales take 1e-3 x 32 / 8 (lr_g_finest_channels)
+    # 8 channels here (--set nfc=8): the finest scales take lr_g_finest x lr_g_finest_channels / 8
     assert [s["lr_g"] for s in stages] == [model.config.lr_g_at(k, len(stages)) for k in range(len(stages))]
-    assert [s["lr_g"] for s in stages][-finest:] == [fast.lr_g_finest * 32 / 8] * finest
+    width_lr = fast.lr_g_finest * fast.lr_g_finest_channels / model.config.channels(len(stages) - 1)
+    assert [s["lr_g"] for s in stages][-finest:] == pytest.approx([width_lr] * finest) and width_lr == 4e-3
 
 
 def test_bfloat16_training_runs_its_passes_in_bfloat16_and_keeps_float32_weights(device, monkeypatch):
