@@ -37,7 +37,7 @@ HASHED_WHEN_SET: dict[str, Any] = {
     "dsteps_coarse": 0, "niter_coarse": 0, "coarse_scales": 2, "alpha_coarse": 0.0, "batch": 1, "batch_coarse": 0,
     "gsteps_coarse": 0, "d_dilation_coarse": 1, "niter_finest": 0, "rec_steps_finest": 0, "finest_scales": 1,
     "lr_g_finest": 0.0, "gp_every_coarse": 0, "gp_samples": 0, "alpha_window": 0.0,
-    "noise_amp_coarse": 0.0, "ema_half_life": 0.0, "lr_g_finest_channels": 0,
+    "noise_amp_coarse": 0.0, "ema_half_life": 0.0, "lr_g_finest_channels": 0, "niter_layout": 0,
 }
 
 
@@ -95,6 +95,9 @@ class Config:
     gsteps_coarse: int = 0  # ... 0: gsteps there too; else their G steps per iteration
     gp_every_coarse: int = 0  # ... 0: gp_every there too; else their lazy penalty's interval (1: every D step)
     niter_coarse: int = 0  # ... 0: niter there too (epoch decay applied); else their iterations
+    niter_layout: int = 0  # ... 0: as the others; else the iterations of the finest of them (k = coarse_scales - 1,
+    # the layout scale): under the ConSinGAN window the coarser stages' outputs become its features, and its output
+    # is the first image whose layout the finer scales take as given
     alpha_coarse: float = 0.0  # ... 0: alpha there too; else their reconstruction weight (alpha_fine wins on overlap)
     noise_amp_coarse: float = 0.0  # ... 0: noise_amp there too; else theirs (sigma_N stays 1): with a light alpha
     # their x~rec is further from x_n than `paper`'s, so noise_amp x that error overshoots `paper`'s sigma_n
@@ -151,9 +154,9 @@ class Config:
         if self.alpha_fine < 0 or self.alpha_fine_scales < 1 or self.alpha_coarse < 0:
             raise ValueError("alpha_fine and alpha_coarse must not be negative, alpha_fine_scales must be at least 1")
         if min(self.dsteps_coarse, self.gsteps_coarse, self.niter_coarse, self.batch_coarse,
-               self.gp_every_coarse) < 0 or self.coarse_scales < 1:
-            raise ValueError("dsteps_coarse, gsteps_coarse, niter_coarse, batch_coarse and gp_every_coarse must not be "
-                             "negative, coarse_scales must be at least 1")
+               self.gp_every_coarse, self.niter_layout) < 0 or self.coarse_scales < 1:
+            raise ValueError("dsteps_coarse, gsteps_coarse, niter_coarse, niter_layout, batch_coarse and "
+                             "gp_every_coarse must not be negative, coarse_scales must be at least 1")
         if self.d_dilation_coarse < 1:
             raise ValueError(f"d_dilation_coarse must be at least 1, got {self.d_dilation_coarse}")
         if (self.niter_finest < 0 or self.rec_steps_finest < 0 or self.lr_g_finest < 0 or self.finest_scales < 1
@@ -189,6 +192,8 @@ class Config:
         enabled."""
         fraction = max(1.0 - k * self.epoch_decay_rate, self.epoch_decay_floor) if self.epoch_decay else 1.0
         decayed = self._at_coarse(k, self.niter_coarse, max(1, round(self.niter * fraction)))
+        if self.niter_layout and k == self.coarse_scales - 1:
+            decayed = self.niter_layout
         return self._at_finest(k, n_scales, self.niter_finest, decayed)
 
     def rec_steps_at(self, k: int, n_scales: int) -> int:

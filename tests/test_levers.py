@@ -38,7 +38,7 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
                              alpha_coarse=0.0, batch=1, batch_coarse=0, gsteps_coarse=0, niter_finest=0,
                              rec_steps_finest=0, finest_scales=1, d_dilation_coarse=1, lr_g_finest=0.0,
                              gp_every_coarse=0, gp_samples=0, alpha_window=0.0,
-                             noise_amp_coarse=0.0, ema_half_life=0.0, lr_g_finest_channels=0))
+                             noise_amp_coarse=0.0, ema_half_life=0.0, lr_g_finest_channels=0, niter_layout=0))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -208,6 +208,18 @@ def test_niter_coarse_sets_the_iterations_of_the_coarsest_scales():
     assert stages[0]["curve"][-1][0] == 9
 
 
+def test_niter_layout_sets_the_iterations_of_the_finest_coarse_scale_alone():
+    cfg = CFG.replace(niter=6, niter_layout=10, coarse_scales=2, epoch_decay=True, epoch_decay_rate=0.25)
+    assert preset("paper").replace(niter_layout=10).hash() != PAPER_HASH
+    assert [cfg.iterations(k, 4) for k in range(4)] == [6, 10, 3, 2]  # the layout scale k = coarse_scales - 1
+    assert [cfg.replace(niter_coarse=4).iterations(k, 4) for k in range(4)] == [4, 10, 3, 2]
+    assert cfg.replace(niter_finest=5, finest_scales=3).iterations(1, 4) == 5  # the finest scales' value wins
+    model = _trained(cfg)
+    stages = model.report["stages"]
+    assert [s["iterations"] for s in stages] == [cfg.iterations(k, len(stages)) for k in range(len(stages))]
+    assert stages[1]["curve"][-1][0] == 9
+
+
 def test_the_finest_scale_takes_its_own_iterations_and_reconstruction_steps():
     cfg = CFG.replace(niter_finest=5, rec_steps_finest=3)
     assert preset("paper").replace(rec_steps_finest=3).hash() != PAPER_HASH
@@ -351,7 +363,8 @@ def test_early_stop_records_the_iterations_each_scale_ran():
                                  {"finest_scales": 0}, {"d_dilation_coarse": 0}, {"lr_g_finest": -1e-3},
                                  {"gp_every_coarse": -1}, {"gp_samples": -1},
                                  {"alpha_window": -1.0}, {"noise_amp_coarse": -0.1}, {"ema_half_life": -0.1},
-                                 {"ema_half_life": 1.5}, {"lr_g_finest_channels": -1}])
+                                 {"ema_half_life": 1.5}, {"lr_g_finest_channels": -1},
+                                 {"niter_layout": -1}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)
