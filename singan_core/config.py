@@ -188,8 +188,9 @@ class Config:
         return min(self.nfc * 2 ** (k // self.nfc_double_every), self.nfc_max)
 
     def iterations(self, k: int, n_scales: int) -> int:
-        """Iterations at scale k (0 = coarsest) of an n_scales pyramid; High-Res-SinGAN's linear epoch decay when
-        enabled."""
+        """Iterations at scale k (0 = coarsest) of an n_scales pyramid: niter with High-Res-SinGAN's linear epoch
+        decay when enabled, unless niter_coarse (the coarse scales), niter_layout (the finest of them) or niter_finest
+        (the finest scales, which win) sets it."""
         fraction = max(1.0 - k * self.epoch_decay_rate, self.epoch_decay_floor) if self.epoch_decay else 1.0
         decayed = self._at_coarse(k, self.niter_coarse, max(1, round(self.niter * fraction)))
         if self.niter_layout and k == self.coarse_scales - 1:
