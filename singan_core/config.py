@@ -193,9 +193,7 @@ class Config:
         (the finest scales, which win) sets it."""
         fraction = max(1.0 - k * self.epoch_decay_rate, self.epoch_decay_floor) if self.epoch_decay else 1.0
         decayed = self._at_coarse(k, self.niter_coarse, max(1, round(self.niter * fraction)))
-        if self.niter_layout and k == self.coarse_scales - 1:
-            decayed = self.niter_layout
-        return self._at_finest(k, n_scales, self.niter_finest, decayed)
+        return self._at_finest(k, n_scales, self.niter_finest, self._at_layout(k, self.niter_layout, decayed))
 
     def rec_steps_at(self, k: int, n_scales: int) -> int:
         """Reconstruction-only G steps per iteration at scale k (0 = coarsest) of an n_scales pyramid."""
@@ -245,7 +243,7 @@ class Config:
         """Dilation of D_n's body convolutions at scale k (0 = coarsest): d_dilation_coarse at the finest of the
         coarse scales (k = coarse_scales - 1), the last whose layout the finer scales take as given, else 1 (the
         paper's D_n)."""
-        return self.d_dilation_coarse if k == self.coarse_scales - 1 else 1
+        return self._at_layout(k, self.d_dilation_coarse, 1)
 
     def d_receptive_field(self, k: int) -> int:
         """Side of the patch D_n judges at scale k: 1 + (2 + (num_layer - 2) d) (ker_size - 1), d = d_dilation_at(k)."""
@@ -261,6 +259,11 @@ class Config:
     def _at_coarse(self, k: int, coarse_value: Any, value: Any) -> Any:
         """coarse_value at the coarsest `coarse_scales` scales when it is set (non-zero), else value."""
         return coarse_value if coarse_value and k < self.coarse_scales else value
+
+    def _at_layout(self, k: int, layout_value: Any, value: Any) -> Any:
+        """layout_value at the layout scale, the finest of the coarse ones (k = coarse_scales - 1), when it is set
+        (non-zero), else value."""
+        return layout_value if layout_value and k == self.coarse_scales - 1 else value
 
     def _at_finest(self, k: int, n_scales: int, finest_value: Any, value: Any) -> Any:
         """finest_value at the finest `finest_scales` scales (k >= n_scales - finest_scales; 1: G_0 alone) when it
