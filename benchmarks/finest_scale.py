@@ -35,6 +35,27 @@ from singan_core.images import atomic_write, load_image
 from singan_core.train import prepare_reals, train
 
 
+def add_screen_arguments(ap: argparse.ArgumentParser, work: str) -> None:
+    """The arguments of a screening script (this one, coarse_stages.py): an image and its max_size, a preset with
+    `--set` changes, `--variant` changes to it, the seed, threads and samples, and the folder its models go to."""
+    ap.add_argument("image", type=Path)
+    ap.add_argument("--max-size", type=int, required=True)
+    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a change to the preset")
+    ap.add_argument("--variant", nargs="+", default=[], metavar="NAME=field=value,...")
+    ap.add_argument("--work", type=Path, default=Path(work))
+
+
+def screen_configs(args: argparse.Namespace) -> tuple[Config, dict[str, Config]]:
+    """The preset at --max-size and --seed with the --set changes, and it and each --variant by name (the preset's
+    own name first)."""
+    base = preset(args.preset).replace(max_size=args.max_size, seed=args.seed).override(args.set)
+    return base, {args.preset: base, **parse_variants(args.variant, base, reserved=(args.preset,))}
+
+
 def retrain_finest(image: Path, cfg: Config, snapshot: Path, out: Path) -> None:
     """Train the scales of `cfg` above those saved in `snapshot` in `out`, starting from the snapshot's."""
     if (out / "model.json").exists():
@@ -52,20 +73,11 @@ def retrain_finest(image: Path, cfg: Config, snapshot: Path, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("image", type=Path)
-    ap.add_argument("--max-size", type=int, required=True)
-    ap.add_argument("--preset", default="fast")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--samples", type=int, default=50)
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a change to the preset")
-    ap.add_argument("--variant", nargs="+", default=[], metavar="NAME=field=value,...")
+    add_screen_arguments(ap, ".cache/finest_scale")
     ap.add_argument("--paper-figures", type=Path, help="a fast_vs_paper runs/ folder of paper on this image")
-    ap.add_argument("--work", type=Path, default=Path(".cache/finest_scale"))
     args = ap.parse_args()
     try:
-        base = preset(args.preset).replace(max_size=args.max_size, seed=args.seed).override(args.set)
-        variants = {args.preset: base, **parse_variants(args.variant, base, reserved=(args.preset,))}
+        base, variants = screen_configs(args)
         image = load_image(str(args.image))
     except (ValueError, OSError) as e:
         sys.exit(f"finest_scale: {e}")

@@ -417,12 +417,15 @@ def train(
     device: str | torch.device | None = None,
     progress: bool = True,
     on_stage: Callable[[dict[str, Any]], None] | None = None,
+    scales: int | None = None,
 ) -> SinGAN:
     """Train a SinGAN pyramid on one image (or several: DoubleGAN); returns the trained SinGAN.
 
     With `out`, the pyramid so far is saved there after every scale, and a run restarted into the
     same folder (same image, same config) resumes from the last finished scale.
-    `on_stage(report)` is called after each finished scale.
+    `on_stage(report)` is called after each finished scale. With `scales`, only the coarsest that many scales
+    train: the partial pyramid (G_N .. G_{N-scales+1}, exactly those of a full run) is returned, and saved as
+    the checkpoint a later call without it resumes.
     Several images train with `rec_noise=fixed` (recorded in the model's config): each image's own z* is what
     tells G_N which image to reconstruct, so it cannot be redrawn.
     """
@@ -430,7 +433,7 @@ def train(
     if reals[-1].shape[0] > 1 and cfg.rec_noise == "redraw":
         cfg = cfg.replace(rec_noise="fixed")
     callback = None if on_stage is None else (lambda _, report: on_stage(report))
-    (model,) = _train_pack([reals], r, cfg, [out], device, progress, callback)
+    (model,) = _train_pack([reals], r, cfg, [out], device, progress, callback, scales)
     return model
 
 
@@ -482,8 +485,10 @@ def _train_pack(
     device: str | torch.device | None,
     progress: bool,
     on_stage: Callable[[int, dict[str, Any]], None] | None,
+    scales: int | None = None,
 ) -> list[SinGAN]:
-    """The loop over scales for K pyramids of the same shapes (K = 1: one image, or one DoubleGAN)."""
+    """The loop over scales for K pyramids of the same shapes (K = 1: one image, or one DoubleGAN), up to the
+    coarsest `scales` of them when given."""
     device = resolve_device(device) if not isinstance(device, torch.device) else device
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -491,6 +496,9 @@ def _train_pack(
         warnings.warn(f"precision=bfloat16 is emulated on this {device.type} (no AMX, AVX512-BF16 or bfloat16 GPU) "
                       "and trains slower than float32: --set precision=float32 is faster here", stacklevel=3)
     K, num_scales = len(image_reals), len(image_reals[0])
+    if scales is not None and not 1 <= scales <= num_scales:
+        raise ValueError(f"scales must lie in 1 .. {num_scales} (the pyramid's scales), got {scales}")
+    stop = num_scales if scales is None else scales
     for k, x in enumerate(image_reals[0]):  # before anything trains: a dilated D_n must fit inside x_n
         if min(x.shape[-2:]) < cfg.d_receptive_field(k):
             raise ValueError(f"d_dilation_coarse={cfg.d_dilation_coarse}: D_n at scale {k} judges "
@@ -502,9 +510,11 @@ def _train_pack(
     reals = [side_by_side([x[k] for x in image_reals]) for k in range(num_scales)]
 
     done = [_finished(out, meta, device) for out, meta in zip(outs, metas, strict=True)]
-    if all(m is not None and m.meta.get("complete") for m in done):
-        return done
     start = min(m.num_stages if m is not None else 0 for m in done)  # the last scale all have finished
+    if start >= stop:  # every scale asked for was trained before: the models saved, up to the `stop` coarsest
+        return done if stop == num_scales else [
+            SinGAN(m.config, m.stages[:stop], m.z_star, m.reals[:stop], m.scale_factor,
+                   {**m.report, "stages": m.report["stages"][:stop]}, m.meta) for m in done]
     stages: list[list[Stage]] = [m.stages[:start] if start else [] for m in done]
     z_stars = [m.z_star if start else torch.zeros(0) for m in done]
     stage_reports = [list(m.report.get("stages", []))[:start] if start else [] for m in done]
@@ -514,7 +524,7 @@ def _train_pack(
 
     t_start = time.perf_counter() - K * sum(s["seconds"] for s in stage_reports[0])  # the pack's time so far
     models: list[SinGAN] = []
-    for k in range(start, num_scales):
+    for k in range(start, stop):
         torch.manual_seed(cfg.seed * 1009 + k)  # per-scale seeds: a resumed run continues identically
         coarser = [SinGAN(cfg, s, z, x[:k], r) for s, z, x in zip(stages, z_stars, image_reals, strict=True)] \
             if k > 0 else []

@@ -192,3 +192,34 @@ def test_finest_scale_retrains_only_the_finest_scale_and_its_preset_line_is_the_
     own = SinGAN.load(str(next((tmp_path / "w2").iterdir()) / "test"), "cpu")
     alone = train(image, preset("test").replace(niter=4, finest_scales=2, niter_finest=3), progress=False)
     torch.testing.assert_close(own.reconstruct(), alone.reconstruct(), rtol=0, atol=0)
+
+
+def test_coarse_stages_trains_only_the_coarsest_scales_and_their_figures_are_a_full_models(tmp_path):
+    from singan_core import SinGAN, preset, train
+
+    from .conftest import synthetic_image, write_png
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from diversity_by_scale import by_scale
+
+    image = write_png(tmp_path / "toy.png", synthetic_image(28, 32, seed=2))
+    script = ROOT / "benchmarks" / "coarse_stages.py"
+    full = train(image, preset("test"), out=str(tmp_path / "full"), progress=False)
+    assert full.num_stages >= 3
+    toy = ["--preset", "test", "--max-size", "32", "--samples", "6", "--work", str(tmp_path / "w")]
+    done = _script(script, image, *toy, "--stages", "2", "--variant", "few=niter=10",
+                   "--reference", str(tmp_path / "full"))
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line}
+    assert set(rows) == {"run", "reference full", "test", "few"}
+    assert rows["test"][1] == "20/20" and rows["few"][1] == "10/10" and rows["reference full"][:2] == ["-", "-"]
+    # the preset's line is the full run's first two scales: the reference's figures exactly
+    row = by_scale(SinGAN.load(str(tmp_path / "full"), "cpu"), 6, 0, fixed=[])
+    assert rows["test"][2] == ", ".join(f"{d:.3f}" for d in row["per_stage"][:2]) == rows["reference full"][2]
+    assert rows["test"][3] == ", ".join(f"{e:.4f}" for e in row["rec_rmse"][:2]) == rows["reference full"][3]
+    assert rows["few"][2] != rows["test"][2]
+    saved = SinGAN.load(str(next((tmp_path / "w").glob("toy_*"))), "cpu")
+    assert saved.num_stages == 2 and not saved.meta["complete"]
+    bad = _script(script, image, *toy, "--stages", str(full.num_stages + 1))
+    assert bad.returncode == 1 and "--stages must lie in 1 .." in bad.stderr

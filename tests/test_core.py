@@ -358,6 +358,30 @@ def test_resume_continues_from_the_last_finished_scale(tmp_path):
     assert again.num_stages == reference.num_stages
 
 
+def test_training_only_the_coarsest_scales_gives_a_full_runs_first_scales_and_resumes_to_it(tmp_path):
+    img = synthetic_image(36, 40, seed=2)
+    cfg = preset("test").replace(niter=6)
+    reference = train(img, cfg, progress=False)
+    assert reference.num_stages >= 3
+    trained = []
+    partial = train(img, cfg, out=str(tmp_path), progress=False, scales=2,
+                    on_stage=lambda r: trained.append(r["stage"]))
+    assert trained == [0, 1] and partial.num_stages == 2 and not partial.meta["complete"]
+    assert len(partial.reals) == 2 and len(partial.report["stages"]) == 2
+    for mine, theirs in zip(partial.stages, reference.stages, strict=False):  # a full run's first two scales
+        assert torch.equal(mine.generator.tail.weight, theirs.generator.tail.weight)
+    # asked again, nothing trains and the same two scales come back; one more scale resumes from them
+    again = train(img, cfg, out=str(tmp_path), progress=False, scales=1, on_stage=lambda r: pytest.fail("retrained"))
+    assert again.num_stages == 1 and torch.equal(again.stages[0].generator.tail.weight,
+                                                 reference.stages[0].generator.tail.weight)
+    trained.clear()
+    whole = train(img, cfg, out=str(tmp_path), progress=False, on_stage=lambda r: trained.append(r["stage"]))
+    assert trained == list(range(2, reference.num_stages)) and whole.meta["complete"]
+    assert torch.allclose(whole.sample(2, seed=1), reference.sample(2, seed=1), atol=1e-5)
+    with pytest.raises(ValueError, match="scales must lie in 1 .. "):
+        train(img, cfg, progress=False, scales=reference.num_stages + 1)
+
+
 def test_output_folder_of_another_image_is_refused(tiny_model):
     _, out = tiny_model
     with pytest.raises(ValueError, match="another image or config"):
