@@ -194,12 +194,12 @@ def test_finest_scale_retrains_only_the_finest_scale_and_its_preset_line_is_the_
     torch.testing.assert_close(own.reconstruct(), alone.reconstruct(), rtol=0, atol=0)
 
 
-def test_coarse_stages_trains_only_the_coarsest_scales_and_their_figures_are_a_full_models(tmp_path):
+def test_coarse_stages_trains_only_the_coarsest_scales_and_their_figures_are_a_full_models(tmp_path, monkeypatch):
     from singan_core import SinGAN, preset, train
 
     from .conftest import synthetic_image, write_png
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # undone after the test
     from diversity_by_scale import by_scale
 
     image = write_png(tmp_path / "toy.png", synthetic_image(28, 32, seed=2))

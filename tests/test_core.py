@@ -370,7 +370,8 @@ def test_training_only_the_coarsest_scales_gives_a_full_runs_first_scales_and_re
     assert len(partial.reals) == 2 and len(partial.report["stages"]) == 2
     for mine, theirs in zip(partial.stages, reference.stages, strict=False):  # a full run's first two scales
         assert torch.equal(mine.generator.tail.weight, theirs.generator.tail.weight)
-    # asked again, nothing trains and the same two scales come back; one more scale resumes from them
+    # fewer scales than saved: nothing trains and the saved first scale comes back; without `scales` the run resumes
+    # from the saved two and ends as the full run
     again = train(img, cfg, out=str(tmp_path), progress=False, scales=1, on_stage=lambda r: pytest.fail("retrained"))
     assert again.num_stages == 1 and torch.equal(again.stages[0].generator.tail.weight,
                                                  reference.stages[0].generator.tail.weight)
