@@ -144,7 +144,7 @@ class Window:
         """Each image's frozen stages 0 .. f-1 (empty when the window reaches the coarsest scale)."""
         if self.f == 0:
             return []
-        return [SinGAN(c.config, c.stages[: self.f], c.z_star, c.reals[: self.f], c.scale_factor) for c in self.coarser]
+        return [c.coarsest(self.f) for c in self.coarser]
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for net in self.nets for p in net.parameters()]

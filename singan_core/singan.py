@@ -128,6 +128,13 @@ class SinGAN:
         self.reals = [x.to(device) for x in self.reals]
         return self
 
+    def coarsest(self, k: int) -> SinGAN:
+        """The pyramid's coarsest k scales, G_N .. G_{N-k+1}, as a model of their own (the same stages and z*; the
+        report's per-scale entries cut to them; a cut pyramid is not `complete`)."""
+        report = {**self.report, "stages": self.report["stages"][:k]} if "stages" in self.report else self.report
+        meta = {**self.meta, "complete": False} if "complete" in self.meta and k < self.num_stages else self.meta
+        return SinGAN(self.config, self.stages[:k], self.z_star, self.reals[:k], self.scale_factor, report, meta)
+
     # ------------------------------------------------------------------ generation
     def apply_stage(self, k: int, z: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """x~_n = G_n(noise_amp_n * z_n, up(x~_{n+1})) at stage k = N - n (frozen, eval-mode G_n:

@@ -512,9 +512,7 @@ def _train_pack(
     done = [_finished(out, meta, device) for out, meta in zip(outs, metas, strict=True)]
     start = min(m.num_stages if m is not None else 0 for m in done)  # the last scale all have finished
     if start >= stop:  # every scale asked for was trained before: the models saved, up to the `stop` coarsest
-        return done if stop == num_scales else [
-            SinGAN(m.config, m.stages[:stop], m.z_star, m.reals[:stop], m.scale_factor,
-                   {**m.report, "stages": m.report["stages"][:stop]}, m.meta) for m in done]
+        return [m.coarsest(stop) for m in done]
     stages: list[list[Stage]] = [m.stages[:start] if start else [] for m in done]
     z_stars = [m.z_star if start else torch.zeros(0) for m in done]
     stage_reports = [list(m.report.get("stages", []))[:start] if start else [] for m in done]

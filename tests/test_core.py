@@ -379,6 +379,10 @@ def test_training_only_the_coarsest_scales_gives_a_full_runs_first_scales_and_re
     whole = train(img, cfg, out=str(tmp_path), progress=False, on_stage=lambda r: trained.append(r["stage"]))
     assert trained == list(range(2, reference.num_stages)) and whole.meta["complete"]
     assert torch.allclose(whole.sample(2, seed=1), reference.sample(2, seed=1), atol=1e-5)
+    # asked for fewer scales than a finished pyramid holds: its first ones, a model that says it is not complete
+    cut = train(img, cfg, out=str(tmp_path), progress=False, scales=2, on_stage=lambda r: pytest.fail("retrained"))
+    assert cut.num_stages == 2 and len(cut.report["stages"]) == 2 and not cut.meta["complete"]
+    assert SinGAN.load(str(tmp_path), "cpu").meta["complete"]  # the saved pyramid is left as it was
     with pytest.raises(ValueError, match="scales must lie in 1 .. "):
         train(img, cfg, progress=False, scales=reference.num_stages + 1)
 

@@ -52,7 +52,7 @@ def finetune_on_quantized(
     k = start_scale
     # G_K alone, for exactly `iterations` (a model trained with the speed levers fine-tunes without them)
     cfg = model.config.replace(niter=iterations, epoch_decay=False, concurrent_stages=1, early_stop_patience=0)
-    coarser = SinGAN(model.config, model.stages[:k], model.z_star, model.reals[:k], model.scale_factor)
+    coarser = model.coarsest(k)
     cuda = [model.device.index or 0] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):  # leave the caller's random state alone
         torch.manual_seed(seed)
