@@ -59,6 +59,21 @@ def gradient_penalty(D: Discriminator, real: torch.Tensor, fake: torch.Tensor, w
     return weight * ((norm - 1) ** 2).mean((0, 2, 3))
 
 
+def completeness(real: torch.Tensor, fake: torch.Tensor, images: int, patch: int = 5, stride: int = 2) -> torch.Tensor:
+    """[K]: for each image of a pack, the completeness term of Simakov et al.'s bidirectional similarity (CVPR 2008):
+    the mean over x_n's patch x patch patches (on a stride grid) of the squared distance, per pixel, to the nearest
+    patch of the fake [1, 3K, h, w]. The nearest is found without gradients and the distance to it carries them, so
+    G_n is pulled to draw every part of x_n somewhere in its sample."""
+    out = []
+    for r_img, f_img in zip(each_image(real, images), each_image(fake, images), strict=True):
+        r = F.unfold(r_img.float(), patch, stride=stride)[0]  # [d, Nr]
+        q = F.unfold(f_img.float(), patch)[0]  # [d, Nf]
+        with torch.no_grad():
+            nearest = ((q * q).sum(0) - 2 * r.T @ q).argmin(dim=1)  # [Nr]: ||r||^2 is the same for every q
+        out.append((q[:, nearest] - r).pow(2).mean())
+    return torch.stack(out)
+
+
 def frechet_patch_loss(real_mu: torch.Tensor, real_sqrt_cov: torch.Tensor, fake: torch.Tensor, patch_size: int):
     """||mu_r - mu_f||^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2)), with Tr((S_r S_f)^(1/2)) computed as
     Tr((S_r^(1/2) S_f S_r^(1/2))^(1/2)) from a symmetric eigen-decomposition (differentiable)."""
@@ -172,7 +187,9 @@ def train_stage(
     With concurrent_stages J > 1 (ConSinGAN) the J - 1 coarser generators train too (levers.Window; with
     alpha_window, their own reconstructions x~rec_m are pulled toward x_m as well). At the finest
     cfg.finest_scales scales, cfg.rec_steps_finest more G steps on the reconstruction loss alone follow each
-    iteration's G steps. With ema_half_life > 0 the generators end as the moving average of their weights over
+    iteration's G steps. At the coarse scales, cfg.completeness_coarse adds the patch completeness term (each
+    of x_n's patches pulled toward its nearest patch of the first fake) to the first G step of every iteration.
+    With ema_half_life > 0 the generators end as the moving average of their weights over
     the iterations (levers.WeightAverage) instead of their last iterate.
     Returns per image: the stage, z* (drawn here when k = 0, else the coarser model's), a report, and
     the retrained coarser stages k-J+1 .. k-1 (empty when J = 1).
@@ -209,6 +226,7 @@ def train_stage(
     iters = cfg.iterations(k, len(reals))
     rec_steps = cfg.rec_steps_at(k, len(reals))
     alpha = cfg.alpha_at(k, len(reals))
+    complete = cfg.completeness_at(k)
     lr_g = cfg.lr_g_at(k, len(reals))
     frechet = cfg.adv_loss == "frechet-patch"
     dsteps = cfg.dsteps_at(k)
@@ -308,7 +326,7 @@ def train_stage(
         # ---- G steps: each on a freshly generated fake (IMA206's fix to the reference), or (g_input = last-d,
         # the authors' code) on the inputs of the last D step
         D.requires_grad_(False)
-        for _ in range(gsteps):
+        for g_step in range(gsteps):
             i = pick()
             if not reuse_d_input:
                 z, prev, noises = (z_it if per_iteration else draw_z()), next_prev(), window.draw_noise(batch)
@@ -320,8 +338,11 @@ def train_stage(
                 else:
                     loss_adv = -per_image_mean(full(D(fake)), K)
                 loss_rec, rec_term = reconstruction_loss(i)
+                loss_g = loss_adv + rec_term
+                if complete and g_step == 0:  # once per iteration, on the first fake of its first G step
+                    loss_g = loss_g + complete * completeness(real[i : i + 1], full(fake[:1]), K)
             opt_g.zero_grad(set_to_none=True)
-            (loss_adv + rec_term).sum().backward()
+            loss_g.sum().backward()
             opt_g.step()
         for _ in range(rec_steps):  # the reconstruction alone: G_n (and the window) toward x_n, no D_n
             with precision:
@@ -374,6 +395,7 @@ def train_stage(
             "gsteps": gsteps,  # G steps per iteration at this scale
             "rec_steps": rec_steps,  # reconstruction-only G steps per iteration at this scale
             "batch": batch,  # fakes per D and G step
+            "completeness": complete,  # the weight of the patch completeness term on G_n (0: none)
             "d_dilation": cfg.d_dilation_at(k),  # of D_n's body convolutions (1: the paper's D_n)
             "iterations": ran[j],  # what the scale ran: fewer than planned_iterations when it stopped early
             "planned_iterations": iters,

@@ -38,7 +38,8 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
                              alpha_coarse=0.0, batch=1, batch_coarse=0, gsteps_coarse=0, niter_finest=0,
                              rec_steps_finest=0, finest_scales=1, d_dilation_coarse=1, lr_g_finest=0.0,
                              gp_every_coarse=0, gp_samples=0, alpha_window=0.0,
-                             noise_amp_coarse=0.0, ema_half_life=0.0, lr_g_finest_channels=0, niter_layout=0))
+                             noise_amp_coarse=0.0, ema_half_life=0.0, lr_g_finest_channels=0, niter_layout=0,
+                             completeness_coarse=0.0))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -108,6 +109,43 @@ def test_alpha_coarse_weights_the_reconstruction_of_the_coarsest_scales_only():
     stages = model.report["stages"]
     assert [s["alpha"] for s in stages] == [2.0] + [10.0] * (len(stages) - 1)
     assert stages[0]["curve"] != _trained(CFG).report["stages"][0]["curve"]
+
+
+def test_completeness_is_the_mean_distance_of_each_real_patch_to_its_nearest_fake_patch():
+    from singan_core.train import completeness, side_by_side
+
+    x = synthetic_image(20, 24, seed=1)
+    assert completeness(x, x, 1).tolist() == [0.0]  # every patch of x_n is in x_n itself
+    # a fake holding every patch of x_n, elsewhere: x_n's two halves swapped (only the 5x5 patches straddling the
+    # cut are missing), is far closer than a flat fake of x_n's mean colour, which holds none of them
+    swapped, flat = torch.cat([x[..., 12:], x[..., :12]], -1), x.mean((2, 3), keepdim=True).expand_as(x)
+    near, far = completeness(x, swapped, 1).item(), completeness(x, flat, 1).item()
+    assert 0 < near < 0.5 * far
+    # by brute force: each stride-2 5x5 patch of x_n against every 5x5 patch of the fake
+    fake = torch.rand_like(x) * 2 - 1
+    r = x.unfold(2, 5, 2).unfold(3, 5, 2).permute(0, 2, 3, 1, 4, 5).reshape(-1, 75)
+    q = fake.unfold(2, 5, 1).unfold(3, 5, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 75)
+    expected = torch.cdist(r, q).pow(2).min(dim=1).values.mean() / 75
+    torch.testing.assert_close(completeness(x, fake, 1), expected.reshape(1), rtol=1e-4, atol=1e-6)
+    # a pack: each image against its own fake only; the gradient reaches the fake, never x_n
+    y = synthetic_image(20, 24, seed=2)
+    fakes = side_by_side([fake, swapped]).requires_grad_(True)
+    both = completeness(side_by_side([x, y]), fakes, 2)
+    torch.testing.assert_close(both, torch.cat([completeness(x, fake, 1), completeness(y, swapped, 1)]))
+    both.sum().backward()
+    assert fakes.grad is not None and fakes.grad.abs().sum() > 0
+
+
+def test_completeness_coarse_pulls_the_coarsest_generators_only_and_is_recorded():
+    cfg = CFG.replace(completeness_coarse=5.0, coarse_scales=1)
+    assert [cfg.completeness_at(k) for k in range(3)] == [5.0, 0.0, 0.0]
+    assert preset("paper").replace(completeness_coarse=5.0).hash() != PAPER_HASH
+    model, plain = _trained(cfg), _trained(CFG)
+    stages = model.report["stages"]
+    assert [s["completeness"] for s in stages] == [5.0] + [0.0] * (len(stages) - 1)
+    assert stages[0]["curve"] != plain.report["stages"][0]["curve"]  # the term changes G_N's training
+    samples = model.sample(2, seed=0)
+    assert torch.isfinite(samples).all() and not torch.equal(samples[0], samples[1])
 
 
 def test_noise_amp_coarse_sets_the_factor_of_sigma_n_at_the_coarsest_scales_only():
@@ -364,7 +402,7 @@ def test_early_stop_records_the_iterations_each_scale_ran():
                                  {"gp_every_coarse": -1}, {"gp_samples": -1},
                                  {"alpha_window": -1.0}, {"noise_amp_coarse": -0.1}, {"ema_half_life": -0.1},
                                  {"ema_half_life": 1.5}, {"lr_g_finest_channels": -1},
-                                 {"niter_layout": -1}])
+                                 {"niter_layout": -1}, {"completeness_coarse": -1.0}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)

@@ -29,9 +29,9 @@ VARIANTS = {
     "batch": {"batch": 2, "batch_coarse": 3, "coarse_scales": 1, "concurrent_stages": 2, "gp_samples": 1,
               "gp_every": 2, "gp_every_coarse": 1},
     # a dilated D_n at the 2nd scale (the finest of the coarsest 2), through a ConSinGAN window whose stages
-    # reconstruct their own scale too, and a smaller sigma_n factor at the coarsest 2
+    # reconstruct their own scale too, a smaller sigma_n factor and the patch completeness term at the coarsest 2
     "dilated": {"d_dilation_coarse": 2, "coarse_scales": 2, "concurrent_stages": 2, "alpha_window": 5.0,
-                "noise_amp_coarse": 0.05},
+                "noise_amp_coarse": 0.05, "completeness_coarse": 5.0},
 }
 
 
