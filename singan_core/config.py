@@ -38,7 +38,7 @@ HASHED_WHEN_SET: dict[str, Any] = {
     "gsteps_coarse": 0, "d_dilation_coarse": 1, "niter_finest": 0, "rec_steps_finest": 0, "finest_scales": 1,
     "lr_g_finest": 0.0, "gp_every_coarse": 0, "gp_samples": 0, "alpha_window": 0.0,
     "noise_amp_coarse": 0.0, "ema_half_life": 0.0, "lr_g_finest_channels": 0, "niter_layout": 0,
-    "completeness_coarse": 0.0,
+    "completeness_coarse": 0.0, "completeness": 0.0,
 }
 
 
@@ -62,6 +62,9 @@ class Config:
     alpha: float = 10.0  # reconstruction weight
     noise_amp: float = 0.1  # sigma_n = noise_amp * RMSE(x_n, up(x~rec_{n+1}))
     patch_size: int = 11  # patch side of the Frechet patch loss
+    completeness: float = 0.0  # 0: off; else the weight of a patch completeness term on G_n at every scale (Simakov
+    # et al. 2008): once per iteration each 5x5 patch of x_n is pulled toward its nearest patch of a fake, so that every
+    # part of x_n (balloons' tent) is drawn somewhere in each sample (completeness_coarse overrides it there)
     # noise (the paper's text | the authors' code)
     rec_noise: str = "redraw"  # redraw: the coarsest reconstruction noise redrawn every iteration, the last kept,
     # as the authors' code (issue 11: their sample quality) | fixed: z* drawn once, the paper's text
@@ -100,9 +103,7 @@ class Config:
     # the layout scale): under the ConSinGAN window the coarser stages' outputs become its features, and its output
     # is the first image whose layout the finer scales take as given
     alpha_coarse: float = 0.0  # ... 0: alpha there too; else their reconstruction weight (alpha_fine wins on overlap)
-    completeness_coarse: float = 0.0  # ... 0: off; else the weight of a patch completeness term on G_n there
-    # (Simakov et al. 2008): once per iteration each 5x5 patch of x_n is pulled toward its nearest patch of a fake,
-    # so that every part of x_n (balloons' tent) is drawn somewhere in each sample
+    completeness_coarse: float = 0.0  # ... 0: `completeness` there too; else the completeness term's weight there
     noise_amp_coarse: float = 0.0  # ... 0: noise_amp there too; else theirs (sigma_N stays 1): with a light alpha
     # their x~rec is further from x_n than `paper`'s, so noise_amp x that error overshoots `paper`'s sigma_n
     batch_coarse: int = 0  # ... 0: batch there too; else their fakes per step (many coarse layouts per update)
@@ -169,8 +170,8 @@ class Config:
                              "negative, finest_scales must be at least 1")
         if self.noise_amp_coarse < 0:
             raise ValueError(f"noise_amp_coarse must not be negative, got {self.noise_amp_coarse}")
-        if self.completeness_coarse < 0:
-            raise ValueError(f"completeness_coarse must not be negative, got {self.completeness_coarse}")
+        if self.completeness < 0 or self.completeness_coarse < 0:
+            raise ValueError("completeness and completeness_coarse must not be negative")
         if not 0 <= self.ema_half_life <= 1:
             raise ValueError(f"ema_half_life must lie in [0, 1], got {self.ema_half_life}")
         if self.alpha_window < 0:
@@ -220,7 +221,7 @@ class Config:
 
     def completeness_at(self, k: int) -> float:
         """The weight of the patch completeness term on G_n at scale k (0 = coarsest; 0: none)."""
-        return self._at_coarse(k, self.completeness_coarse, 0.0)
+        return self._at_coarse(k, self.completeness_coarse, self.completeness)
 
     def noise_amp_at(self, k: int) -> float:
         """noise_amp of sigma_n = noise_amp * RMSE(x_n, up(x~rec_{n+1})) at scale k (0 = coarsest: sigma_N = 1)."""

@@ -187,8 +187,8 @@ def train_stage(
     With concurrent_stages J > 1 (ConSinGAN) the J - 1 coarser generators train too (levers.Window; with
     alpha_window, their own reconstructions x~rec_m are pulled toward x_m as well). At the finest
     cfg.finest_scales scales, cfg.rec_steps_finest more G steps on the reconstruction loss alone follow each
-    iteration's G steps. At the coarse scales, cfg.completeness_coarse adds the patch completeness term (each
-    of x_n's patches pulled toward its nearest patch of the first fake) to the first G step of every iteration.
+    iteration's G steps. With cfg.completeness_at(k) > 0, the first G step of every iteration adds the patch
+    completeness term (each of x_n's patches pulled toward its nearest patch of the step's first fake).
     With ema_half_life > 0 the generators end as the moving average of their weights over
     the iterations (levers.WeightAverage) instead of their last iterate.
     Returns per image: the stage, z* (drawn here when k = 0, else the coarser model's), a report, and

@@ -39,7 +39,7 @@ def test_paper_is_unchanged_by_the_lever_fields_at_their_defaults():
                              rec_steps_finest=0, finest_scales=1, d_dilation_coarse=1, lr_g_finest=0.0,
                              gp_every_coarse=0, gp_samples=0, alpha_window=0.0,
                              noise_amp_coarse=0.0, ema_half_life=0.0, lr_g_finest_channels=0, niter_layout=0,
-                             completeness_coarse=0.0))
+                             completeness_coarse=0.0, completeness=0.0))
     assert [s["curve"] for s in a.report["stages"]] == [s["curve"] for s in b.report["stages"]]
     assert all(s["gp_evaluations"] == 8 * CFG.dsteps for s in a.report["stages"])
 
@@ -139,7 +139,10 @@ def test_completeness_is_the_mean_distance_of_each_real_patch_to_its_nearest_fak
 def test_completeness_coarse_pulls_the_coarsest_generators_only_and_is_recorded():
     cfg = CFG.replace(completeness_coarse=5.0, coarse_scales=1)
     assert [cfg.completeness_at(k) for k in range(3)] == [5.0, 0.0, 0.0]
+    assert [cfg.replace(completeness=2.0).completeness_at(k) for k in range(3)] == [5.0, 2.0, 2.0]  # every scale
+    assert [CFG.replace(completeness=2.0).completeness_at(k) for k in range(3)] == [2.0, 2.0, 2.0]
     assert preset("paper").replace(completeness_coarse=5.0).hash() != PAPER_HASH
+    assert preset("paper").replace(completeness=5.0).hash() != PAPER_HASH
     model, plain = _trained(cfg), _trained(CFG)
     stages = model.report["stages"]
     assert [s["completeness"] for s in stages] == [5.0] + [0.0] * (len(stages) - 1)
@@ -402,7 +405,8 @@ def test_early_stop_records_the_iterations_each_scale_ran():
                                  {"gp_every_coarse": -1}, {"gp_samples": -1},
                                  {"alpha_window": -1.0}, {"noise_amp_coarse": -0.1}, {"ema_half_life": -0.1},
                                  {"ema_half_life": 1.5}, {"lr_g_finest_channels": -1},
-                                 {"niter_layout": -1}, {"completeness_coarse": -1.0}])
+                                 {"niter_layout": -1}, {"completeness_coarse": -1.0},
+                                 {"completeness": -1.0}])
 def test_lever_fields_reject_bad_values(bad):
     with pytest.raises(ValueError):
         CFG.replace(**bad)
