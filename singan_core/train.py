@@ -59,15 +59,20 @@ def gradient_penalty(D: Discriminator, real: torch.Tensor, fake: torch.Tensor, w
     return weight * ((norm - 1) ** 2).mean((0, 2, 3))
 
 
-def completeness(real: torch.Tensor, fake: torch.Tensor, images: int, patch: int = 5, stride: int = 2) -> torch.Tensor:
+def patch_grid(x: torch.Tensor, patch: int = 5, stride: int = 1) -> torch.Tensor:
+    """The patch x patch patches of one image x [1, 3, h, w] on a stride grid, as columns [3 patch^2, N] (float32)."""
+    return F.unfold(x.float(), patch, stride=stride)[0]
+
+
+def completeness(real_patches: Sequence[torch.Tensor], fake: torch.Tensor) -> torch.Tensor:
     """[K]: for each image of a pack, the completeness term of Simakov et al.'s bidirectional similarity (CVPR 2008):
-    the mean over x_n's patch x patch patches (on a stride grid) of the squared distance, per pixel, to the nearest
-    patch of the fake [1, 3K, h, w]. The nearest is found without gradients and the distance to it carries them, so
-    G_n is pulled to draw every part of x_n somewhere in its sample."""
+    the mean over x_n's patches (`real_patches`: each pack image's `patch_grid(x_n, stride=2)`, computed once per
+    scale) of the squared distance, per pixel, to the nearest patch of the fake [1, 3K, h, w]. The nearest is found
+    without gradients and the distance to it carries them, so G_n is pulled to draw every part of x_n somewhere in
+    its sample."""
     out = []
-    for r_img, f_img in zip(each_image(real, images), each_image(fake, images), strict=True):
-        r = F.unfold(r_img.float(), patch, stride=stride)[0]  # [d, Nr]
-        q = F.unfold(f_img.float(), patch)[0]  # [d, Nf]
+    for r, f_img in zip(real_patches, each_image(fake, len(real_patches)), strict=True):
+        q = patch_grid(f_img)  # [d, Nf]: every patch of the fake, of the targets' size (5x5)
         with torch.no_grad():
             nearest = ((q * q).sum(0) - 2 * r.T @ q).argmin(dim=1)  # [Nr]: ||r||^2 is the same for every q
         out.append((q[:, nearest] - r).pow(2).mean())
@@ -247,6 +252,9 @@ def train_stage(
                                                             for x in each_image(real[i : i + 1], K))]
                       for i in range(M)]
 
+    if complete:  # the completeness term's targets, per training image and pack image: x_n's 5x5 patches, stride 2
+        real_patches = [[patch_grid(x, stride=2) for x in each_image(real[i : i + 1], K)] for i in range(M)]
+
     reuse_d_input = cfg.g_input == "last-d" and dsteps > 0
     prev_seed = int(torch.randint(2**62, ()))
     frozen, first_shape = (window.frozen(), window.shapes[0]) if window.stages else (coarser, shape)
@@ -340,7 +348,7 @@ def train_stage(
                 loss_rec, rec_term = reconstruction_loss(i)
                 loss_g = loss_adv + rec_term
                 if complete and g_step == 0:  # once per iteration, on the first fake of its first G step
-                    loss_g = loss_g + complete * completeness(real[i : i + 1], full(fake[:1]), K)
+                    loss_g = loss_g + complete * completeness(real_patches[i], full(fake[:1]))
             opt_g.zero_grad(set_to_none=True)
             loss_g.sum().backward()
             opt_g.step()

@@ -112,26 +112,29 @@ def test_alpha_coarse_weights_the_reconstruction_of_the_coarsest_scales_only():
 
 
 def test_completeness_is_the_mean_distance_of_each_real_patch_to_its_nearest_fake_patch():
-    from singan_core.train import completeness, side_by_side
+    from singan_core.train import completeness, patch_grid, side_by_side
+
+    def targets(*xs):  # x_n's 5x5 patches on the stride-2 grid the trainer takes them on
+        return [patch_grid(x, stride=2) for x in xs]
 
     x = synthetic_image(20, 24, seed=1)
-    assert completeness(x, x, 1).tolist() == [0.0]  # every patch of x_n is in x_n itself
+    assert completeness(targets(x), x).tolist() == [0.0]  # every patch of x_n is in x_n itself
     # a fake holding every patch of x_n, elsewhere: x_n's two halves swapped (only the 5x5 patches straddling the
     # cut are missing), is far closer than a flat fake of x_n's mean colour, which holds none of them
     swapped, flat = torch.cat([x[..., 12:], x[..., :12]], -1), x.mean((2, 3), keepdim=True).expand_as(x)
-    near, far = completeness(x, swapped, 1).item(), completeness(x, flat, 1).item()
+    near, far = completeness(targets(x), swapped).item(), completeness(targets(x), flat).item()
     assert 0 < near < 0.5 * far
     # by brute force: each stride-2 5x5 patch of x_n against every 5x5 patch of the fake
     fake = torch.rand_like(x) * 2 - 1
     r = x.unfold(2, 5, 2).unfold(3, 5, 2).permute(0, 2, 3, 1, 4, 5).reshape(-1, 75)
     q = fake.unfold(2, 5, 1).unfold(3, 5, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 75)
     expected = torch.cdist(r, q).pow(2).min(dim=1).values.mean() / 75
-    torch.testing.assert_close(completeness(x, fake, 1), expected.reshape(1), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(completeness(targets(x), fake), expected.reshape(1), rtol=1e-4, atol=1e-6)
     # a pack: each image against its own fake only; the gradient reaches the fake, never x_n
     y = synthetic_image(20, 24, seed=2)
     fakes = side_by_side([fake, swapped]).requires_grad_(True)
-    both = completeness(side_by_side([x, y]), fakes, 2)
-    torch.testing.assert_close(both, torch.cat([completeness(x, fake, 1), completeness(y, swapped, 1)]))
+    both = completeness(targets(x, y), fakes)
+    torch.testing.assert_close(both, torch.cat([completeness(targets(x), fake), completeness(targets(y), swapped)]))
     both.sum().backward()
     assert fakes.grad is not None and fakes.grad.abs().sum() > 0
 
