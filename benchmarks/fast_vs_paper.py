@@ -13,11 +13,13 @@ samples as PNGs (small, to commit): a later session with those files needs neith
 Per run, with x_0 the image resized by the pyramid at S, and samples and reconstruction rounded to 8 bits:
 patch SWD of 7x7 patches (mean over the samples, two sets of projections), SinGAN's diversity and the
 reconstruction RMSE, as benchmarks/reference_parity.py measures them (its functions), and the training wall time
-(the model report's total_seconds). Printed per image and overall, with the issue's acceptance: `fast` at least
-20x less wall time, patch SWD at most 1.1x `paper`'s, diversity within 20%, reconstruction RMSE at most 1.5x
-(overall: totals and means over the images). `--out` gets fast_vs_paper.csv (and .parquet with pandas) and
-<stem>.png per image: x_0, 4 `paper` samples, 4 `fast` samples (and 4 of each variant). Look at the pictures
-too: blurrier samples, copies of the input or a lost global structure fail whatever the numbers say.
+(the model report's total_seconds, with `machine`, the processor that took it: cached `paper` figures reused on
+another machine print a caution, since their ratio then compares machines). Printed per image and overall, with
+the issue's acceptance: `fast` at least 20x less wall time, patch SWD at most 1.1x `paper`'s, diversity within
+20%, reconstruction RMSE at most 1.5x (overall: totals and means over the images). `--out` gets
+fast_vs_paper.csv (and .parquet with pandas) and <stem>.png per image: x_0, 4 `paper` samples, 4 `fast` samples
+(and 4 of each variant). Look at the pictures too: blurrier samples, copies of the input or a lost global
+structure fail whatever the numbers say.
 With --no-paper (S = 250, where `paper` takes about a day per image) `fast` and the variants are trained and
 reported alone.
 """
@@ -65,6 +67,7 @@ def run_figures(out: Path, image: Path, name: str, cfg: Config, samples: int) ->
         "iterations": [s["iterations"] for s in stages],
         "gp_evaluations": [s.get("gp_evaluations") for s in stages],
         "trained_stages": [s.get("trained_stages") for s in stages],
+        "machine": report.get("machine"),  # the processor that took wall_s (None: trained before it was recorded)
         "shown": ours["samples"][:SHOWN],
     }
 
@@ -92,6 +95,16 @@ def verdicts(paper: dict, fast: dict) -> dict[str, bool]:
             "swd": fast["swd"] <= TARGETS["swd"] * paper["swd"],
             "diversity": abs(fast["diversity"] / paper["diversity"] - 1) <= TARGETS["diversity"],
             "rec": fast["rec_rmse"] <= TARGETS["rec"] * paper["rec_rmse"]}
+
+
+def machines_caveat(rows: list[dict], name: str) -> str | None:
+    """A warning when the wall times compared were not all taken on one processor, or a run's is not recorded:
+    the speed ratios then compare machines as much as presets (cached `paper` figures from another session)."""
+    seen = {side: sorted({r[side].get("machine") or "not recorded" for r in rows}) for side in ("paper", "fast")}
+    if len(seen["paper"]) == 1 and seen["paper"] == seen["fast"] and seen["paper"][0] != "not recorded":
+        return None
+    return (f"caution: the wall times were not all taken on one processor (paper: {', '.join(seen['paper'])}; {name}: "
+            f"{', '.join(seen['fast'])}), so the speed ratios are not a measurement of {name} against paper")
 
 
 def _mark(ok: bool) -> str:
@@ -122,6 +135,9 @@ def report(rows: list[dict], name: str = "fast") -> None:
           + ", ".join(f"{k} {met[k]}/{n}" for k in TARGETS) + " -> "
           + ("all targets met" if all(overall.values()) and all(v == n for v in met.values()) else
              "targets NOT all met") + f" ({TARGET_TEXT})")
+    caveat = machines_caveat(rows, name)
+    if caveat:
+        print(caveat)
     print_longest([r["fast"] for r in rows], name)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import torch
 
 
@@ -33,3 +36,22 @@ def native_bfloat16(device: torch.device) -> bool:
         caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
         return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
     return False
+
+
+def device_name(device: torch.device) -> str:
+    """The processor that ran the work, so that a timing says where it was taken: the GPU's name, or the CPU's model
+    with its family and model numbers where /proc/cpuinfo gives them (one product name, "AMD EPYC", covers several
+    generations whose speeds differ)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = info.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    if "cpu family" in info and "model" in info:
+        name += f" (family {info['cpu family']}, model {info['model']})"
+    return name

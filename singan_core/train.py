@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import Config
-from .devices import native_bfloat16, resolve_device
+from .devices import device_name, native_bfloat16, resolve_device
 from .images import resize
 from .levers import EarlyStop, WeightAverage, Window, pack_counted, sigma_per_channel, unpack_counted
 from .metrics.frechet import psd_sqrt
@@ -583,6 +583,7 @@ def summarize(
         "config_hash": cfg.hash(),
         "epoch_decay": cfg.epoch_decay,
         "device": str(device),
+        "machine": device_name(device),  # the GPU or CPU model that took total_seconds
         "total_seconds": seconds,  # in a pack of K, the pack's time / K
         "pack_size": pack,
         "total_iterations": sum(s["iterations"] for s in stage_reports),

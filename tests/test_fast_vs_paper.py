@@ -40,11 +40,22 @@ def test_fast_vs_paper_trains_both_presets_once_and_writes_the_figures(tmp_path)
     figures = {f["preset"]: f for f in (json.loads((r / "figures.json").read_text()) for r in runs)}
     fast = figures["fast"]
     assert fast["config"]["gp_every"] == preset("fast").gp_every and len(fast["gp_evaluations"]) == fast["scales"]
+    # each run records the processor its wall time was taken on; both here: no caution
+    assert fast["machine"] and fast["machine"] == figures["paper"]["machine"]
+    assert "caution" not in res.stdout
     # the committed figures are enough: no models, no training
     again = _run(image, *TOY, "--cache", str(tmp_path / "empty"), "--out", str(out))
     assert again.returncode == 0, again.stderr
     assert "2 of 2 trainings already done" in again.stdout and "training 0" in again.stdout
     assert not (tmp_path / "empty").exists()
+    # paper's cached figures from another machine: the speed ratio compares machines, and the output says so
+    paper_run = next(r for r in runs if json.loads((r / "figures.json").read_text())["preset"] == "paper")
+    moved = {**json.loads((paper_run / "figures.json").read_text()), "machine": "Another CPU"}
+    (paper_run / "figures.json").write_text(json.dumps(moved))
+    elsewhere = _run(image, *TOY, "--cache", str(tmp_path / "empty"), "--out", str(out))
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    caution = f"not all taken on one processor (paper: Another CPU; fast: {fast['machine']})"
+    assert caution in elsewhere.stdout
     # a variant of fast (a lever left out) trains once more and is compared with the same paper run
     third = _run(image, *TOY, "--variant", "nogp=gp_every=1", "--cache", str(cache), "--out", str(out))
     assert third.returncode == 0, third.stderr
