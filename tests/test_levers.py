@@ -124,12 +124,19 @@ def test_completeness_is_the_mean_distance_of_each_real_patch_to_its_nearest_fak
     swapped, flat = torch.cat([x[..., 12:], x[..., :12]], -1), x.mean((2, 3), keepdim=True).expand_as(x)
     near, far = completeness(targets(x), swapped).item(), completeness(targets(x), flat).item()
     assert 0 < near < 0.5 * far
-    # by brute force: each stride-2 5x5 patch of x_n against every 5x5 patch of the fake
+    # by brute force: each stride-2 5x5 patch of x_n against every 5x5 patch of the fake; also for an x_n of more
+    # patches (396) than one block of the nearest-patch search (128)
+    def brute(x, fake):
+        r = x.unfold(2, 5, 2).unfold(3, 5, 2).permute(0, 2, 3, 1, 4, 5).reshape(-1, 75)
+        q = fake.unfold(2, 5, 1).unfold(3, 5, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 75)
+        return (torch.cdist(r, q).pow(2).min(dim=1).values.mean() / 75).reshape(1)
+
     fake = torch.rand_like(x) * 2 - 1
-    r = x.unfold(2, 5, 2).unfold(3, 5, 2).permute(0, 2, 3, 1, 4, 5).reshape(-1, 75)
-    q = fake.unfold(2, 5, 1).unfold(3, 5, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 75)
-    expected = torch.cdist(r, q).pow(2).min(dim=1).values.mean() / 75
-    torch.testing.assert_close(completeness(targets(x), fake), expected.reshape(1), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(completeness(targets(x), fake), brute(x, fake), rtol=1e-4, atol=1e-6)
+    big = synthetic_image(40, 48, seed=3)
+    big_fake = torch.rand_like(big) * 2 - 1
+    assert targets(big)[0].shape[1] == 396
+    torch.testing.assert_close(completeness(targets(big), big_fake), brute(big, big_fake), rtol=1e-4, atol=1e-6)
     # a pack: each image against its own fake only; the gradient reaches the fake, never x_n
     y = synthetic_image(20, 24, seed=2)
     fakes = side_by_side([fake, swapped]).requires_grad_(True)
