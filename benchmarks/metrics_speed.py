@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 import warnings
@@ -25,6 +24,7 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
+from singan_core.devices import device_name
 from singan_core.images import load_image
 from singan_core.metrics import (
     WEIGHTS_FILE,
@@ -101,7 +101,7 @@ def main() -> None:
     real = real.to(args.device)
     h, w = real.shape[-2:]
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"machine: {device_name(torch.device(args.device))}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, device {args.device}"
     )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
