@@ -223,3 +223,29 @@ def test_coarse_stages_trains_only_the_coarsest_scales_and_their_figures_are_a_f
     assert saved.num_stages == 2 and not saved.meta["complete"]
     bad = _script(script, image, *toy, "--stages", str(full.num_stages + 1))
     assert bad.returncode == 1 and "--stages must lie in 1 .." in bad.stderr
+
+
+def test_blind_panels_shuffle_the_runs_into_lettered_rows_and_keep_the_key_apart(tmp_path):
+    photos, runs = tmp_path / "photos", tmp_path / "runs"
+    photos.mkdir()
+    Image.fromarray(np.full((30, 40, 3), 128, np.uint8)).save(photos / "p.png")
+    colours = {"a": (255, 0, 0), "b": (0, 0, 255)}
+    for name, colour in colours.items():
+        folder = runs / f"p_abc_{name * 12}_t1_n50"
+        folder.mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((30, 40, 3), colour, np.uint8)).save(folder / f"sample_{i}.png")
+    out = tmp_path / "out"
+    res = _script(ROOT / "benchmarks" / "blind_panels.py", str(runs), str(out), f"a={'a' * 12}", f"b={'b' * 12}",
+                  "--images", str(photos), "--max-size", "40")
+    assert res.returncode == 0, res.stderr
+    key = json.loads((out / "key.json").read_text())["p"]
+    assert sorted(key) == ["A", "B"] and sorted(key.values()) == ["a", "b"]
+    panel = np.asarray(Image.open(out / "p.png"))
+    assert panel.shape == (3 * (60 + 6), 100 + 4 * (80 + 6), 3)
+    for row, letter in enumerate("AB", 1):  # each lettered row shows the samples of the run the key names
+        tile = panel[row * 66 + 30, 100 + 40]
+        assert tuple(tile) == colours[key[letter]]
+    missing = _script(ROOT / "benchmarks" / "blind_panels.py", str(runs), str(tmp_path / "none"), f"a={'a' * 12}",
+                      "c=cccccccccccc", "--images", str(photos))
+    assert missing.returncode != 0 and "no photo" in missing.stderr

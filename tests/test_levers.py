@@ -522,6 +522,30 @@ def test_the_fast_candidate_trains_from_the_cli_and_records_its_levers(tmp_path)
     assert [s["lr_g"] for s in stages][-finest:] == pytest.approx([width_lr] * finest) and width_lr == 4e-3
 
 
+def test_the_balanced_preset_is_fast_with_the_completeness_term_and_longer_finest_scales(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    from .conftest import write_png
+
+    fast, balanced = preset("fast"), preset("balanced")
+    changed = {k: v for k, v in balanced.to_dict().items() if v != getattr(fast, k)}
+    assert changed == {"completeness": 30.0, "niter_finest": 480, "rec_steps_finest": 1}
+    assert balanced.replace(max_size=96).hash() == "6b9d7125475e"  # the runs of the thirtieth screening, seed 0
+    image = write_png(tmp_path / "img.png", synthetic_image(36, 40, seed=3))
+    args = ["train", image, "--out", str(tmp_path / "m"), "--preset", "balanced", "--set", "max_size=32",
+            "--set", "min_size=16", "--set", "niter=10", "--set", "niter_finest=12", "--set", "nfc=8",
+            "--set", "nfc_max=8", "-q"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    stages = SinGAN.load(str(tmp_path / "m"), "cpu").report["stages"]
+    finest = balanced.finest_scales
+    assert [s["completeness"] for s in stages] == [30.0] * len(stages)
+    assert [s["rec_steps"] for s in stages] == [0] * (len(stages) - finest) + [1] * finest
+    assert [s["planned_iterations"] for s in stages[-finest:]] == [12] * finest
+
+
 def test_bfloat16_training_runs_its_passes_in_bfloat16_and_keeps_float32_weights(device, monkeypatch):
     from singan_core import model as model_module
 
