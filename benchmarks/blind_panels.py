@@ -3,9 +3,10 @@
     python benchmarks/blind_panels.py RUNS_DIR OUT_DIR NAME=CONFIG_HASH... [--images DIR] [--max-size 96] [--seed 0]
 
 RUNS_DIR holds benchmarks/fast_vs_paper.py's run folders (<stem>_<image sha>_<config hash>_t<threads>_n<samples>/,
-each with sample_0.png .. sample_3.png); every photo that has a run of each named hash gets OUT_DIR/<stem>.png: x_0
-(the photo in `--images`, resized as the pyramid resizes it at `--max-size`) on top, then one row per name in an
-order shuffled per photo (`--seed`), labelled A, B, ... The key (which letter is which run) goes to a separate
+each with sample_0.png .. sample_3.png); every photo that has a run of each named hash gets OUT_DIR/<stem>.png
+(reference_parity.write_grid's labelled rows, every image `--scale` times its size): x_0 (the photo in `--images`,
+resized as the pyramid resizes it at `--max-size`) on top, then one row per name in an order shuffled per photo
+(`--seed`), labelled A, B, ... The key (which letter is which run) goes to a separate
 file, OUT_DIR/key.json, to be opened after the verdict: give a judge a folder with the PNGs only. Every screening
 of the fast preset since the twenty-third was judged on such panels (SCREENINGS.md).
 """
@@ -18,12 +19,10 @@ import random
 import sys
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+import torch
+from reference_parity import SHOWN, write_grid
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from singan_core.images import load_image, to_pil  # noqa: E402
-
-SAMPLES = 4
+from singan_core.images import atomic_write, load_image, resize
 
 
 def run_folder(runs: Path, stem: str, config_hash: str) -> Path | None:
@@ -31,20 +30,9 @@ def run_folder(runs: Path, stem: str, config_hash: str) -> Path | None:
     return found[0] if found else None
 
 
-def panel(x0: Image.Image, rows: list[Path], scale: int = 2) -> Image.Image:
-    """x_0 on top, then SAMPLES samples of each run folder, labelled A, B, ...; every tile `scale` times its size."""
-    tw, th = x0.width * scale, x0.height * scale
-    pad, label = 6, 100
-    im = Image.new("RGB", (label + SAMPLES * (tw + pad), (len(rows) + 1) * (th + pad)), "white")
-    draw = ImageDraw.Draw(im)
-    im.paste(x0.resize((tw, th), Image.LANCZOS), (label, 0))
-    draw.text((4, th // 2), "x_0 (photo)", fill="black")
-    for r, folder in enumerate(rows, 1):
-        draw.text((4, r * (th + pad) + th // 2), chr(64 + r), fill="black")
-        for c in range(SAMPLES):
-            tile = Image.open(folder / f"sample_{c}.png").convert("RGB").resize((tw, th), Image.LANCZOS)
-            im.paste(tile, (label + c * (tw + pad), r * (th + pad)))
-    return im
+def enlarged(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """[1, 3, H, W] as [3, scale H, scale W], for the judge's eye."""
+    return resize(x, (x.shape[-2] * scale, x.shape[-1] * scale))[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("named", nargs="+", metavar="NAME=CONFIG_HASH")
     ap.add_argument("--images", type=Path, default=Path("../shared/images/Images"))
     ap.add_argument("--max-size", type=int, default=96)
+    ap.add_argument("--scale", type=int, default=2, help="every image this many times its size, for the judge's eye")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     named = dict(item.split("=", 1) for item in args.named)
@@ -67,13 +56,16 @@ def main(argv: list[str] | None = None) -> None:
             continue
         names = list(named)
         rng.shuffle(names)
+        rows = [("x_0 (photo)", [enlarged(load_image(str(image), args.max_size), args.scale)])]
+        rows += [(chr(65 + i), [enlarged(load_image(str(folders[n] / f"sample_{c}.png")), args.scale)
+                                for c in range(SHOWN)]) for i, n in enumerate(names)]
         args.out.mkdir(parents=True, exist_ok=True)
-        x0 = to_pil(load_image(str(image), args.max_size))
-        panel(x0, [folders[n] for n in names]).save(args.out / f"{image.stem}.png")
+        write_grid(args.out / f"{image.stem}.png", rows)
         key[image.stem] = {chr(65 + i): n for i, n in enumerate(names)}
     if not key:
         sys.exit(f"no photo in {args.images} has a run of every hash given in {args.runs}")
-    (args.out / "key.json").write_text(json.dumps(key, indent=1) + "\n")
+    with atomic_write(str(args.out / "key.json"), "w") as f:
+        f.write(json.dumps(key, indent=1) + "\n")
     print(f"{len(key)} panels in {args.out} ({', '.join(key)}); the key in {args.out / 'key.json'}")
 
 

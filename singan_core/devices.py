@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def native_bfloat16(device: torch.device) -> bool:
     return False
 
 
+@functools.cache  # read once: summarize() names the machine after every scale
 def device_name(device: torch.device) -> str:
     """The processor that ran the work, so that a timing says where it was taken: the GPU's name, or the CPU's model
     with its family and model numbers where /proc/cpuinfo gives them (one product name, "AMD EPYC", covers several

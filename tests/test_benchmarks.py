@@ -242,10 +242,10 @@ def test_blind_panels_shuffle_the_runs_into_lettered_rows_and_keep_the_key_apart
     key = json.loads((out / "key.json").read_text())["p"]
     assert sorted(key) == ["A", "B"] and sorted(key.values()) == ["a", "b"]
     panel = np.asarray(Image.open(out / "p.png"))
-    assert panel.shape == (3 * (60 + 6), 100 + 4 * (80 + 6), 3)
+    assert panel.shape == (3 * (60 + 4), 90 + 4 * (80 + 4), 3)  # x_0 and two rows of 4, each image twice its size
     for row, letter in enumerate("AB", 1):  # each lettered row shows the samples of the run the key names
-        tile = panel[row * 66 + 30, 100 + 40]
-        assert tuple(tile) == colours[key[letter]]
+        for column in range(4):
+            assert tuple(panel[row * 64 + 32, 90 + column * 84 + 40]) == colours[key[letter]]
     missing = _script(ROOT / "benchmarks" / "blind_panels.py", str(runs), str(tmp_path / "none"), f"a={'a' * 12}",
                       "c=cccccccccccc", "--images", str(photos))
     assert missing.returncode != 0 and "no photo" in missing.stderr
