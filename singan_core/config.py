@@ -374,12 +374,14 @@ PRESETS: dict[str, Config] = {
     # Built on `paper`, so it follows the paper preset's settled choices. benchmarks/fast_vs_paper.py (README, "The
     # fast preset against paper") has the figures.
     "fast": _FAST,
-    # `fast` for the pictures, at half its speed (about 11x less time than `paper` at 96 px; the thirtieth
-    # screening): the patch completeness term at every scale (weight 30: every part of x_n, balloons' tent included,
+    # `fast` for the pictures, at half its speed (13x less time than `paper` at 96 px, measured on an Intel Xeon with
+    # AMX; 72 min at 250 px there, over the 60 `fast` meets; the thirtieth and thirty-first screenings): the patch
+    # completeness term at every scale (weight 30: every part of x_n, balloons' tent included,
     # drawn somewhere in each sample), and at the finest 2 scales 4x the iterations (480) with 1 reconstruction-only
     # step instead of 6 (what paints the tent's stripes is adversarial updates there that the reconstruction does not
     # pull back; 1 step keeps trees3's reconstruction within 1.5x `paper`'s; 3 kept it closer but tinted birds' tree
-    # line magenta, red blotches at 250 px). Judged blind it is above `fast` on every photo.
+    # line magenta, red blotches at 250 px, where 1 leaves a thinner pink band along the bottom edge). Judged blind it
+    # is above `fast` on every photo.
     "balanced": _FAST.replace(completeness=30.0, niter_finest=480, rec_steps_finest=1),
     # seconds on a tiny image, for tests
     "test": Config(max_size=32, min_size=16, niter=20, nfc=8, nfc_max=16, dsteps=1, gsteps=1, scale_factor=0.6),
