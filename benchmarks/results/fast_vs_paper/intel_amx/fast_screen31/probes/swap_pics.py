@@ -1,27 +1,27 @@
-"""Balloons: coarser stages of one model, finer of the other, 4 samples per pairing (rows: ff, fb, bf, bb)."""
+"""The thirty-first screening's probe: balloons' samples with the coarser stages of one model and the finer of the
+other, 4 per pairing (benchmarks/swap_scales.py's `swapped`, the same draws), as labelled rows at 3x size.
+
+    python swap_pics.py FAST_MODEL BALANCED_MODEL OUT.png CUT
+"""
+
 import sys
+from pathlib import Path
 
 import torch
-from PIL import Image
+import torch.nn.functional as F
 
 sys.path.insert(0, "benchmarks")
+from reference_parity import write_grid  # noqa: E402
 from swap_scales import swapped  # noqa: E402
 
-from singan_core.images import to_pil  # noqa: E402
 from singan_core.singan import SinGAN  # noqa: E402
 
 torch.set_num_threads(1)
-f = SinGAN.load(sys.argv[1], "cpu")
-b = SinGAN.load(sys.argv[2], "cpu")
+fast, balanced = SinGAN.load(sys.argv[1], "cpu"), SinGAN.load(sys.argv[2], "cpu")
 cut = int(sys.argv[4])
-rows = []
-for coarse, fine in ((f, f), (f, b), (b, f), (b, b)):
-    x = swapped(coarse, fine, cut, 4, 0)
-    rows.append([to_pil(x[i:i + 1]) for i in range(4)])
-w, h = rows[0][0].size
-s = 3
-sheet = Image.new("RGB", (4 * w * s, 4 * h * s), "white")
-for r, row in enumerate(rows):
-    for c, im in enumerate(row):
-        sheet.paste(im.resize((w * s, h * s), Image.NEAREST), (c * w * s, r * h * s))
-sheet.save(sys.argv[3])
+grid = []
+for label, coarse, fine in (("fast", fast, fast), ("fast/balanced", fast, balanced),
+                            ("balanced/fast", balanced, fast), ("balanced", balanced, balanced)):
+    x = F.interpolate(swapped(coarse, fine, cut, 4, 0), scale_factor=3, mode="nearest")
+    grid.append((label, list(x)))
+write_grid(Path(sys.argv[3]), grid)
