@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scale", type=int, default=2, help="every image this many times its size, for the judge's eye")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    named = dict(item.split("=", 1) for item in args.named)
-    if len(named) < 2 or any(not h for h in named.values()):
+    pairs = [item.partition("=") for item in args.named]
+    named = {name: h for name, _, h in pairs}
+    if len(named) < 2 or any(not name or not h for name, _, h in pairs):
         ap.error("give at least two runs as NAME=CONFIG_HASH")
     rng = random.Random(args.seed)
     key: dict[str, dict[str, str]] = {}

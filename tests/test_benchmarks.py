@@ -249,3 +249,5 @@ def test_blind_panels_shuffle_the_runs_into_lettered_rows_and_keep_the_key_apart
     missing = _script(ROOT / "benchmarks" / "blind_panels.py", str(runs), str(tmp_path / "none"), f"a={'a' * 12}",
                       "c=cccccccccccc", "--images", str(photos))
     assert missing.returncode != 0 and "no photo" in missing.stderr
+    unnamed = _script(ROOT / "benchmarks" / "blind_panels.py", str(runs), str(out), f"a={'a' * 12}", "b" * 12)
+    assert unnamed.returncode == 2 and "NAME=CONFIG_HASH" in unnamed.stderr.splitlines()[-1]
