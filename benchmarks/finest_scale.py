@@ -12,7 +12,8 @@ fast_vs_paper run folder of `paper` on this image (its figures.json).
 
 Every variant's coarser scales are the preset's: a change is applied at the retrained scales alone. Training resumes
 scale by scale and every scale draws from its own seed, so for a field that acts at those scales only
-(`niter_finest`, `rec_steps_finest`, `lr_g_finest`, `lr_g_finest_channels`, and `finest_scales` up to the preset's)
+(`niter_finest`, `gsteps_finest`, `rec_steps_finest`, `lr_g_finest`, `lr_g_finest_channels`, and `finest_scales` up to
+the preset's)
 a line is exactly the model a full run of that config gives, and the preset's own line reproduces its full run.
 Any other field (`lr_d`, `noise_amp`, `concurrent_stages`) is screened as that change at the retrained scales only,
 which no config expresses: a lead to train in full with fast_vs_paper.

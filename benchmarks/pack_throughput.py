@@ -110,7 +110,7 @@ def ops_per_epoch(k, cfg, K, device) -> tuple[float, float]:
         coarser = ts.random_model(tiny, cfg, k)
         if coarser is not None:
             with counters[2]:  # one prefetch of up(x~), as train_stage draws them
-                next(random_prevs([coarser] * K, (24, 24), cfg.prefetch * cfg.draws_per_iteration(k), 0))
+                next(random_prevs([coarser] * K, (24, 24), cfg.prefetch * cfg.draws_per_iteration(k, len(tiny)), 0))
     steps = [counters[1].ops - counters[0].ops, counters[1].kernels - counters[0].kernels]
     return ((steps[0] + counters[2].ops / cfg.prefetch) / K, (steps[1] + counters[2].kernels / cfg.prefetch) / K)
 

@@ -116,7 +116,7 @@ def engine_epoch_seconds(k, reals, coarser, cfg, epochs: int) -> float:
     steps = (run(2 + epochs) - run(2)) / epochs
     if coarser is None:
         return steps
-    chunk = cfg.prefetch * cfg.draws_per_iteration(k)  # as train_stage draws them
+    chunk = cfg.prefetch * cfg.draws_per_iteration(k, len(reals))  # as train_stage draws them
     next(random_prevs([coarser], tuple(reals[k].shape[-2:]), chunk, 0))  # warm-up
     t = clock()
     next(random_prevs([coarser], tuple(reals[k].shape[-2:]), chunk, 0))

@@ -239,7 +239,7 @@ def train_stage(
     lr_g = cfg.lr_g_at(k, len(reals))
     frechet = cfg.adv_loss == "frechet-patch"
     dsteps = cfg.dsteps_at(k)
-    gsteps = cfg.gsteps_at(k)
+    gsteps = cfg.gsteps_at(k, len(reals))
     gp_every = cfg.gp_every_at(k)
     batch = cfg.batch_at(k)  # fakes per step: B draws of z_n and up(x~_{n+1}), against the one x_n
     fused = device.type in ("cpu", "cuda")  # one kernel per step instead of one per parameter
@@ -263,7 +263,7 @@ def train_stage(
     prev_seed = int(torch.randint(2**62, ()))
     frozen, first_shape = (window.frozen(), window.shapes[0]) if window.stages else (coarser, shape)
     if frozen:  # up(x~) of the frozen stages: up(x~_{n+1}), or with a window the input of its first stage
-        prevs = random_prevs(frozen, first_shape, cfg.prefetch * cfg.draws_per_iteration(k), prev_seed)
+        prevs = random_prevs(frozen, first_shape, cfg.prefetch * cfg.draws_per_iteration(k, len(reals)), prev_seed)
     else:
         prevs = itertools.repeat(torch.zeros(1, 3 * K, *first_shape, device=device))
     if prev_transform is not None and not window.stages:

@@ -191,7 +191,7 @@ def test_dsteps_coarse_gives_the_coarsest_scales_more_discriminator_steps_only()
 
 def test_gsteps_coarse_sets_the_generator_steps_of_the_coarsest_scales_only():
     cfg = CFG.replace(gsteps=3, gsteps_coarse=2, coarse_scales=1)
-    assert [cfg.gsteps_at(k) for k in range(3)] == [2, 3, 3]
+    assert [cfg.gsteps_at(k, 3) for k in range(3)] == [2, 3, 3]
     assert preset("paper").replace(gsteps_coarse=2).hash() != PAPER_HASH
     model, plain = _trained(cfg), _trained(CFG.replace(gsteps=3))
     stages, plain_stages = model.report["stages"], plain.report["stages"]
@@ -200,14 +200,29 @@ def test_gsteps_coarse_sets_the_generator_steps_of_the_coarsest_scales_only():
     assert stages[0]["curve"] != plain_stages[0]["curve"]
 
 
+def test_gsteps_finest_sets_the_generator_steps_of_the_finest_scales_only():
+    cfg = CFG.replace(gsteps=3, gsteps_coarse=2, coarse_scales=1, gsteps_finest=1, finest_scales=2)
+    assert [cfg.gsteps_at(k, 4) for k in range(4)] == [2, 3, 1, 1]
+    assert cfg.replace(finest_scales=4).gsteps_at(0, 4) == 1  # where they overlap, the finest value wins
+    assert [cfg.draws_per_iteration(k, 4) for k in range(4)] == [CFG.dsteps + 2, CFG.dsteps + 3] + [CFG.dsteps + 1] * 2
+    assert preset("paper").replace(gsteps_finest=1).hash() != PAPER_HASH
+    with pytest.raises(ValueError, match="gsteps_finest"):
+        CFG.replace(gsteps_finest=-1)
+    model, plain = _trained(cfg.replace(finest_scales=1)), _trained(CFG.replace(gsteps=3))
+    stages, plain_stages = model.report["stages"], plain.report["stages"]
+    n = len(stages)
+    assert [s["gsteps"] for s in stages] == [2] + [3] * (n - 2) + [1]
+    assert stages[-1]["curve"] != plain_stages[-1]["curve"]
+
+
 def test_batch_coarse_draws_several_fakes_per_step_at_the_coarsest_scales_only():
     cfg = CFG.replace(batch_coarse=3, coarse_scales=1)
     assert [cfg.batch_at(k) for k in range(3)] == [3, 1, 1]
     assert [CFG.replace(batch=2).batch_at(k) for k in range(3)] == [2, 2, 2]
     steps = CFG.dsteps + CFG.gsteps  # up(x~) draws per iteration: one per fake of every D and G step
-    assert [cfg.draws_per_iteration(k) for k in range(2)] == [3 * steps, steps]
-    assert cfg.replace(g_input="last-d").draws_per_iteration(0) == 3 * CFG.dsteps  # G reuses D's inputs
-    assert cfg.replace(adv_loss="frechet-patch").draws_per_iteration(0) == 3 * CFG.gsteps  # no D steps
+    assert [cfg.draws_per_iteration(k, 3) for k in range(2)] == [3 * steps, steps]
+    assert cfg.replace(g_input="last-d").draws_per_iteration(0, 3) == 3 * CFG.dsteps  # G reuses D's inputs
+    assert cfg.replace(adv_loss="frechet-patch").draws_per_iteration(0, 3) == 3 * CFG.gsteps  # no D steps
     assert preset("paper").replace(batch_coarse=3).hash() != PAPER_HASH
     model, plain = _trained(cfg), _trained(CFG)
     stages = model.report["stages"]
@@ -515,6 +530,8 @@ def test_the_fast_candidate_trains_from_the_cli_and_records_its_levers(tmp_path)
     assert [s["batch"] for s in stages] == [fast.batch_at(k) for k in range(len(stages))]
     finest = fast.finest_scales
     assert [s["rec_steps"] for s in stages] == [0] * (len(stages) - finest) + [fast.rec_steps_finest] * finest
+    assert [s["gsteps"] for s in stages] == [fast.gsteps] * (len(stages) - finest) + [fast.gsteps_finest] * finest
+    assert [s["completeness"] for s in stages] == [fast.completeness] * len(stages) and fast.completeness > 0
     assert [s["planned_iterations"] for s in stages[-finest:]] == [fast.niter_finest] * finest
     # 8 channels here (--set nfc=8): the finest scales take lr_g_finest x lr_g_finest_channels / 8
     assert [s["lr_g"] for s in stages] == [model.config.lr_g_at(k, len(stages)) for k in range(len(stages))]
@@ -522,7 +539,7 @@ def test_the_fast_candidate_trains_from_the_cli_and_records_its_levers(tmp_path)
     assert [s["lr_g"] for s in stages][-finest:] == pytest.approx([width_lr] * finest) and width_lr == 4e-3
 
 
-def test_the_balanced_preset_is_fast_with_the_completeness_term_and_longer_finest_scales(tmp_path):
+def test_the_balanced_preset_is_fast_with_longer_finest_scales(tmp_path):
     from typer.testing import CliRunner
 
     from pipeline.cli import app
@@ -531,7 +548,7 @@ def test_the_balanced_preset_is_fast_with_the_completeness_term_and_longer_fines
 
     fast, balanced = preset("fast"), preset("balanced")
     changed = {k: v for k, v in balanced.to_dict().items() if v != getattr(fast, k)}
-    assert changed == {"completeness": 30.0, "niter_finest": 480, "rec_steps_finest": 1}
+    assert changed == {"niter_finest": 480, "gsteps_finest": 0, "rec_steps_finest": 1}
     assert balanced.replace(max_size=96).hash() == "6b9d7125475e"  # the runs of the thirtieth screening, seed 0
     image = write_png(tmp_path / "img.png", synthetic_image(36, 40, seed=3))
     args = ["train", image, "--out", str(tmp_path / "m"), "--preset", "balanced", "--set", "max_size=32",
